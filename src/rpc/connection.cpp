@@ -1,0 +1,441 @@
+// Connection: the read chain, the write queue, pending calls, heartbeats and deadlines.
+#include "rpc/connection.hpp"
+
+#include "wire/msgpack_util.hpp"
+
+namespace tether::rpc {
+namespace {
+
+using wire::MessageType;
+
+std::atomic<std::uint64_t> next_connection_id{1};
+
+Clock::rep now_ticks() { return Clock::now().time_since_epoch().count(); }
+Clock::time_point from_ticks(Clock::rep ticks) { return Clock::time_point(Clock::duration(ticks)); }
+
+wire::OutFrame control_frame(MessageType type, std::uint64_t request_id) {
+  wire::OutFrame frame;
+  frame.header.type = type;
+  frame.header.request_id = request_id;
+  return frame;
+}
+
+}  // namespace
+
+std::shared_ptr<Connection> Connection::create(std::unique_ptr<net::Transport> transport, Role role,
+                                               AuthConfig auth, ConnectionOptions options,
+                                               std::shared_ptr<RequestHandler> handler) {
+  return std::shared_ptr<Connection>(
+      new Connection(std::move(transport), role, std::move(auth), options, std::move(handler)));
+}
+
+Connection::Connection(std::unique_ptr<net::Transport> transport, Role role, AuthConfig auth,
+                       ConnectionOptions options, std::shared_ptr<RequestHandler> handler)
+    : transport_(std::move(transport)),
+      role_(role),
+      options_(options),
+      handler_(std::move(handler)),
+      handshake_(std::make_unique<Handshake>(role, std::move(auth), options.limits, options.heartbeat)),
+      description_(transport_->describe()),
+      id_(next_connection_id.fetch_add(1)),
+      decoder_(options.limits),
+      timer_(transport_->executor()),
+      last_received_(now_ticks()),
+      last_sent_(now_ticks()) {}
+
+Connection::~Connection() = default;
+
+void Connection::start(HandshakeDone done) {
+  handshake_done_ = std::move(done);
+  auto step = handshake_->start();
+  for (auto& frame : step.send) send(std::move(frame));
+  start_read();
+  arm_timer();
+}
+
+std::size_t Connection::pending_calls() const {
+  std::lock_guard lock(pending_mutex_);
+  return pending_.size();
+}
+
+// ---- reading ----
+
+void Connection::start_read() {
+  auto into = decoder_.prepare();
+  transport_->async_read_some(into, [self = shared_from_this()](std::error_code ec, std::size_t n) {
+    self->on_read(ec, n);
+  });
+}
+
+void Connection::on_read(std::error_code ec, std::size_t count) {
+  if (ec) {
+    std::string why = close_reason_.empty() ? "connection closed by the peer" : "peer closed: " + close_reason_;
+    if (ec != asio::error::eof) why = "connection lost: " + ec.message();
+    fail(Error{ErrorKind::disconnected, why});
+    return;
+  }
+  last_received_.store(now_ticks(), std::memory_order_relaxed);
+  std::vector<wire::Frame> frames;
+  auto status = decoder_.commit(count, frames);
+  if (!established_.load(std::memory_order_acquire)) {
+    for (auto& frame : frames) handle_handshake_frame(std::move(frame));
+    frames.clear();
+  }
+  std::vector<wire::Frame> requests;
+  for (auto& frame : frames) handle_frame(std::move(frame), requests);
+  if (handler_) handler_->on_batch_end(*this);
+  if (!status) {
+    protocol_error(status.error());
+    return;
+  }
+  if (closed_.load(std::memory_order_acquire)) return;
+  // Read on before dispatching, so another io thread can serve this connection meanwhile.
+  start_read();
+  auto self = shared_from_this();
+  for (auto& request : requests) {
+    if (!handler_) {
+      send_error(request.header.request_id, ErrorKind::unimplemented, "this side serves no objects");
+      continue;
+    }
+    handler_->on_request(self, std::move(request));
+  }
+}
+
+void Connection::handle_handshake_frame(wire::Frame&& frame) {
+  if (established_.load(std::memory_order_acquire) || closed_.load()) return;
+  auto step = handshake_->on_frame(frame);
+  for (auto& out : step.send) send(std::move(out));
+  if (step.failure) {
+    if (handshake_done_) std::exchange(handshake_done_, nullptr)(*step.failure);
+    fail(*step.failure);
+    return;
+  }
+  if (step.done) {
+    negotiated_ = handshake_->negotiated();
+    established_.store(true, std::memory_order_release);
+    if (handshake_done_) std::exchange(handshake_done_, nullptr)(negotiated_);
+  }
+}
+
+void Connection::handle_frame(wire::Frame&& frame, std::vector<wire::Frame>& requests) {
+  auto id = frame.header.request_id;
+  switch (frame.header.type) {
+    case MessageType::request:
+      requests.push_back(std::move(frame));
+      return;
+    case MessageType::reply:
+      deliver_reply(std::move(frame), true);
+      return;
+    case MessageType::error:
+      if (id == 0) {
+        auto body = wire::unpack_error_body(frame.body_span());
+        close_reason_ = body.message;
+        return;
+      }
+      deliver_reply(std::move(frame), true);
+      return;
+    case MessageType::stream_item:
+      deliver_reply(std::move(frame), false);
+      return;
+    case MessageType::cancel:
+      if (handler_) handler_->on_cancel(*this, id);
+      return;
+    case MessageType::credit: {
+      auto handle = wire::unpack_body(frame.body_span());
+      if (handler_ && handle && handle->get().type == msgpack::type::POSITIVE_INTEGER)
+        handler_->on_credit(*this, id, handle->get().via.u64);
+      return;
+    }
+    case MessageType::ping:
+      send(control_frame(MessageType::pong, id));
+      return;
+    case MessageType::pong:
+      return;
+    case MessageType::close: {
+      auto handle = wire::unpack_body(frame.body_span());
+      const msgpack::object* reason = handle ? wire::map_get(handle->get(), "reason") : nullptr;
+      close_reason_ = reason && reason->type == msgpack::type::STR
+                          ? std::string(reason->via.str.ptr, reason->via.str.size) : "closed";
+      return;
+    }
+    default:
+      send_error(id, ErrorKind::unimplemented,
+                 "unknown message type " + std::to_string(static_cast<int>(frame.header.type)));
+      return;
+  }
+}
+
+void Connection::deliver_reply(wire::Frame&& frame, bool final) {
+  std::shared_ptr<ReplySink> sink;
+  {
+    std::lock_guard lock(pending_mutex_);
+    auto it = pending_.find(frame.header.request_id);
+    if (it == pending_.end()) return;  // cancelled or timed out: the late reply is dropped
+    sink = it->second.sink;
+    if (final) {
+      if (it->second.deadline) {
+        auto [begin, end] = deadlines_.equal_range(*it->second.deadline);
+        for (auto d = begin; d != end; ++d)
+          if (d->second == frame.header.request_id) {
+            deadlines_.erase(d);
+            break;
+          }
+      }
+      pending_.erase(it);
+    }
+  }
+  sink->on_frame(std::move(frame));
+}
+
+// ---- calls ----
+
+Result<std::uint64_t> Connection::call(wire::OutFrame&& frame, std::shared_ptr<ReplySink> sink,
+                                       std::optional<Clock::time_point> deadline) {
+  if (!is_open()) return Error{ErrorKind::disconnected, "connection is closed" + (close_reason_.empty() ? "" : ": " + close_reason_)};
+  auto id = next_request_id_.fetch_add(1, std::memory_order_relaxed);
+  frame.header.request_id = id;
+  bool oneway = frame.header.flags & wire::kOneway;
+  bool earliest = false;
+  if (!oneway) {
+    std::lock_guard lock(pending_mutex_);
+    pending_.emplace(id, PendingCall{std::move(sink), deadline});
+    if (deadline) {
+      auto it = deadlines_.emplace(*deadline, id);
+      earliest = it == deadlines_.begin();
+    }
+  }
+  auto status = send(std::move(frame));
+  if (!status) {
+    cancel_call(id, false);
+    return status.error();
+  }
+  if (earliest) arm_timer();
+  return id;
+}
+
+void Connection::cancel_call(std::uint64_t request_id, bool notify_peer) {
+  bool found = false;
+  {
+    std::lock_guard lock(pending_mutex_);
+    auto it = pending_.find(request_id);
+    if (it != pending_.end()) {
+      if (it->second.deadline) {
+        auto [begin, end] = deadlines_.equal_range(*it->second.deadline);
+        for (auto d = begin; d != end; ++d)
+          if (d->second == request_id) {
+            deadlines_.erase(d);
+            break;
+          }
+      }
+      pending_.erase(it);
+      found = true;
+    }
+  }
+  if (found && notify_peer && is_open()) send(control_frame(MessageType::cancel, request_id));
+}
+
+void Connection::send_error(std::uint64_t request_id, ErrorKind kind, std::string message) {
+  wire::OutFrame frame = control_frame(MessageType::error, request_id);
+  frame.header.encoding = wire::Encoding::msgpack;
+  frame.payload = wire::pack_error_body(wire::ErrorBody{kind, std::move(message), "", ""});
+  send(std::move(frame));
+}
+
+// ---- writing ----
+
+std::vector<asio::const_buffer> Connection::gather(const std::deque<QueuedFrame>& queue) {
+  std::vector<asio::const_buffer> buffers;
+  for (const auto& queued : queue) {
+    const auto& f = queued.frame;
+    std::vector<asio::const_buffer> parts;
+    parts.emplace_back(f.header_bytes.data(), f.header_bytes.size());
+    if (!f.meta.empty()) parts.emplace_back(f.meta.data(), f.meta.size());
+    if (!f.segment_prefix.empty()) parts.emplace_back(f.segment_prefix.data(), f.segment_prefix.size());
+    if (!f.payload.empty()) parts.emplace_back(f.payload.data(), f.payload.size());
+    static const std::byte zeros[8] = {};
+    for (const auto& segment : f.segments) {
+      if (!segment.bytes.empty()) parts.emplace_back(segment.bytes.data(), segment.bytes.size());
+      if (auto pad = (8 - segment.bytes.size() % 8) % 8) parts.emplace_back(zeros, pad);
+    }
+    std::size_t skip = queued.written;
+    for (auto& part : parts) {
+      if (skip >= part.size()) {
+        skip -= part.size();
+        continue;
+      }
+      buffers.push_back(part + skip);
+      skip = 0;
+    }
+  }
+  return buffers;
+}
+
+Status Connection::send(wire::OutFrame&& frame) {
+  frame.finalize();
+  std::unique_lock lock(write_mutex_);
+  if (closed_.load(std::memory_order_acquire)) return Error{ErrorKind::disconnected, "connection is closed"};
+  last_sent_.store(now_ticks(), std::memory_order_relaxed);
+  write_queue_.push_back(QueuedFrame{std::move(frame), 0});
+  if (write_in_flight_) return ok_status();  // coalesced into the next write
+  // Fast path: write from the calling thread while the socket has room; no thread hop.
+  auto buffers = gather(write_queue_);
+  auto written = transport_->try_write(buffers);
+  if (!written) {
+    lock.unlock();
+    fail(written.error());
+    return written.error();
+  }
+  std::size_t total = write_queue_.back().frame.wire_size();
+  if (*written == total) {
+    auto done = std::move(write_queue_.back());
+    write_queue_.pop_back();
+    lock.unlock();  // the frame's buffers are released outside the lock (they may need the GIL)
+    return ok_status();
+  }
+  write_queue_.back().written = *written;
+  start_async_write_locked();
+  return ok_status();
+}
+
+void Connection::start_async_write_locked() {
+  write_in_flight_ = true;
+  frames_in_flight_ = write_queue_.size();
+  transport_->async_write(gather(write_queue_), [self = shared_from_this()](std::error_code ec, std::size_t) {
+    self->on_write_done(ec);
+  });
+}
+
+void Connection::on_write_done(std::error_code ec) {
+  std::deque<QueuedFrame> done;
+  {
+    std::lock_guard lock(write_mutex_);
+    for (std::size_t i = 0; i < frames_in_flight_ && !write_queue_.empty(); ++i) {
+      done.push_back(std::move(write_queue_.front()));
+      write_queue_.pop_front();
+    }
+    frames_in_flight_ = 0;
+    write_in_flight_ = false;
+    // Frames queued while that write was in flight go out together, as one coalesced write.
+    if (!ec && !write_queue_.empty()) start_async_write_locked();
+  }
+  if (ec) fail(Error{ErrorKind::disconnected, "write failed: " + ec.message()});
+}
+
+// ---- closing ----
+
+void Connection::fail(Error error) {
+  if (closed_.exchange(true, std::memory_order_acq_rel)) return;
+  transport_->shutdown();
+  {
+    std::lock_guard lock(timer_mutex_);
+    timer_.cancel();
+  }
+  std::unordered_map<std::uint64_t, PendingCall> pending;
+  {
+    std::lock_guard lock(pending_mutex_);
+    pending.swap(pending_);
+    deadlines_.clear();
+  }
+  for (auto& [id, call] : pending) call.sink->on_failure(error);
+  if (handshake_done_) std::exchange(handshake_done_, nullptr)(error);
+  if (handler_) handler_->on_closed(*this, error);
+}
+
+void Connection::protocol_error(const Error& error) {
+  send_error(0, error.kind, error.message);
+  fail(Error{ErrorKind::disconnected, "protocol error: " + error.message});
+}
+
+void Connection::close(std::string reason) {
+  if (!is_open()) return;
+  wire::OutFrame frame = control_frame(MessageType::close, 0);
+  frame.header.encoding = wire::Encoding::msgpack;
+  wire::ByteSink sink{&frame.payload};
+  wire::Packer packer(sink);
+  packer.pack_map(1);
+  wire::pack_str(packer, "reason");
+  wire::pack_str(packer, reason);
+  send(std::move(frame));
+  fail(Error{ErrorKind::disconnected, "connection closed: " + reason});
+}
+
+// ---- timers: heartbeat, idle timeout, call deadlines ----
+
+void Connection::arm_timer() {
+  if (!is_open()) return;
+  auto next = from_ticks(last_sent_.load()) + options_.heartbeat;
+  next = std::min(next, from_ticks(last_received_.load()) + options_.idle_timeout);
+  if (!established_.load()) next = std::min(next, Clock::now() + options_.handshake_timeout);
+  {
+    std::lock_guard lock(pending_mutex_);
+    if (!deadlines_.empty()) next = std::min(next, deadlines_.begin()->first);
+  }
+  std::lock_guard lock(timer_mutex_);
+  timer_.expires_at(next);
+  timer_.async_wait([weak = weak_from_this()](std::error_code ec) {
+    if (ec == asio::error::operation_aborted) return;
+    if (auto self = weak.lock()) self->on_timer();
+  });
+}
+
+void Connection::on_timer() {
+  if (!is_open()) return;
+  auto now = Clock::now();
+  if (now - from_ticks(last_received_.load()) >= options_.idle_timeout) {
+    fail(Error{ErrorKind::disconnected, "idle timeout: nothing heard from the peer"});
+    return;
+  }
+  if (!established_.load() && now - from_ticks(last_received_.load()) >= options_.handshake_timeout) {
+    fail(Error{ErrorKind::timeout, "handshake timed out"});
+    return;
+  }
+  if (established_.load() && now - from_ticks(last_sent_.load()) >= options_.heartbeat)
+    send(control_frame(MessageType::ping, 0));
+  std::vector<std::shared_ptr<ReplySink>> expired;
+  std::vector<std::uint64_t> expired_ids;
+  {
+    std::lock_guard lock(pending_mutex_);
+    while (!deadlines_.empty() && deadlines_.begin()->first <= now) {
+      auto id = deadlines_.begin()->second;
+      deadlines_.erase(deadlines_.begin());
+      auto it = pending_.find(id);
+      if (it == pending_.end()) continue;
+      expired.push_back(std::move(it->second.sink));
+      expired_ids.push_back(id);
+      pending_.erase(it);
+    }
+  }
+  for (auto id : expired_ids) send(control_frame(MessageType::cancel, id));
+  for (auto& sink : expired) sink->on_failure(Error{ErrorKind::timeout, "call timed out"});
+  arm_timer();
+}
+
+// ---- WaitingSink ----
+
+void WaitingSink::on_frame(wire::Frame&& frame) {
+  {
+    std::lock_guard lock(mutex_);
+    outcome_.emplace(std::move(frame));
+  }
+  ready_.notify_one();
+}
+
+void WaitingSink::on_failure(const Error& error) {
+  {
+    std::lock_guard lock(mutex_);
+    if (!outcome_) outcome_.emplace(error);
+  }
+  ready_.notify_one();
+}
+
+std::optional<Result<wire::Frame>> WaitingSink::wait(std::optional<Clock::time_point> deadline) {
+  std::unique_lock lock(mutex_);
+  if (deadline) {
+    if (!ready_.wait_until(lock, *deadline, [&] { return outcome_.has_value(); })) return std::nullopt;
+  } else {
+    ready_.wait(lock, [&] { return outcome_.has_value(); });
+  }
+  return std::move(outcome_);
+}
+
+}  // namespace tether::rpc

@@ -1,0 +1,159 @@
+// Listener: the accept loops (C++20 coroutines) and the set of live connections.
+#include "rpc/listener.hpp"
+
+#include <filesystem>
+
+namespace tether::rpc {
+
+Listener::Listener(Runtime& runtime, AuthConfig auth, ConnectionOptions options, std::shared_ptr<RequestHandler> handler)
+    : runtime_(runtime), auth_(std::move(auth)), options_(options), handler_(std::move(handler)) {}
+
+Listener::~Listener() { close(); }
+
+Result<std::unique_ptr<Listener>> Listener::listen(Runtime& runtime, const net::Endpoint& endpoint, AuthConfig auth,
+                                                   ConnectionOptions options, std::shared_ptr<RequestHandler> handler) {
+  std::unique_ptr<Listener> listener(new Listener(runtime, std::move(auth), options, std::move(handler)));
+  std::error_code ec;
+  if (endpoint.kind == net::Endpoint::Kind::unix_socket) {
+    std::filesystem::remove(endpoint.path, ec);  // a stale socket file from a dead server
+    auto acceptor = std::make_unique<asio::local::stream_protocol::acceptor>(runtime.context());
+    asio::local::stream_protocol::endpoint where(endpoint.path);
+    acceptor->open(where.protocol(), ec);
+    if (!ec) acceptor->bind(where, ec);
+    if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) return Error{ErrorKind::disconnected, "cannot listen on " + endpoint.path + ": " + ec.message()};
+    listener->endpoint_ = endpoint;
+    listener->unix_acceptor_ = std::move(acceptor);
+    asio::co_spawn(runtime.executor(),
+                   listener->accept_loop(*listener->unix_acceptor_, [](auto socket) { return net::make_unix_transport(std::move(socket)); }),
+                   asio::detached);
+    return listener;
+  }
+  asio::ip::tcp::resolver resolver(runtime.context());
+  auto results = resolver.resolve(endpoint.host, std::to_string(endpoint.port), asio::ip::tcp::resolver::passive, ec);
+  if (ec || results.empty()) return Error{ErrorKind::disconnected, "cannot resolve " + endpoint.to_string() + ": " + ec.message()};
+  auto where = results.begin()->endpoint();
+  auto acceptor = std::make_unique<asio::ip::tcp::acceptor>(runtime.context());
+  acceptor->open(where.protocol(), ec);
+  if (!ec) acceptor->set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) acceptor->bind(where, ec);
+  if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) return Error{ErrorKind::disconnected, "cannot listen on " + endpoint.to_string() + ": " + ec.message()};
+  listener->endpoint_ = endpoint;
+  listener->endpoint_.host = where.address().to_string();
+  listener->endpoint_.port = acceptor->local_endpoint().port();
+  listener->tcp_acceptor_ = std::move(acceptor);
+  asio::co_spawn(runtime.executor(),
+                 listener->accept_loop(*listener->tcp_acceptor_, [](auto socket) { return net::make_tcp_transport(std::move(socket)); }),
+                 asio::detached);
+  return listener;
+}
+
+template <typename Acceptor, typename MakeTransport>
+asio::awaitable<void> Listener::accept_loop(Acceptor& acceptor, MakeTransport make_transport) {
+  for (;;) {
+    std::error_code ec;
+    auto socket = co_await acceptor.async_accept(asio::redirect_error(asio::use_awaitable, ec));
+    if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
+    if (ec) continue;  // a failed accept (for example EMFILE) costs that client only
+    adopt(make_transport(std::move(socket)));
+  }
+}
+
+void Listener::adopt(std::unique_ptr<net::Transport> transport) {
+  auto connection = Connection::create(std::move(transport), Connection::Role::server, auth_, options_, handler_);
+  {
+    std::lock_guard lock(mutex_);
+    if (closed_) return;
+    std::erase_if(connections_, [](const auto& entry) { return entry.second.expired(); });
+    connections_.emplace(connection->id(), connection);
+  }
+  connection->start([](const Result<Negotiated>&) {});
+}
+
+void Listener::close(const std::string& reason) {
+  std::unordered_map<std::uint64_t, std::weak_ptr<Connection>> connections;
+  {
+    std::lock_guard lock(mutex_);
+    if (closed_) return;
+    closed_ = true;
+    connections.swap(connections_);
+  }
+  // Acceptors are closed on their own executor so no accept is racing with the close.
+  std::promise<void> closed;
+  asio::post(runtime_.executor(), [&] {
+    std::error_code ignored;
+    if (tcp_acceptor_) tcp_acceptor_->close(ignored);
+    if (unix_acceptor_) unix_acceptor_->close(ignored);
+    closed.set_value();
+  });
+  if (!runtime_.running_in_this_thread()) closed.get_future().wait();
+  if (unix_acceptor_) {
+    std::error_code ignored;
+    std::filesystem::remove(endpoint_.path, ignored);
+  }
+  for (auto& [id, weak] : connections)
+    if (auto connection = weak.lock()) connection->close(reason);
+}
+
+std::size_t Listener::connection_count() {
+  std::lock_guard lock(mutex_);
+  std::erase_if(connections_, [](const auto& entry) { return entry.second.expired(); });
+  return connections_.size();
+}
+
+namespace {
+
+template <typename Socket, typename Endpoints>
+asio::awaitable<std::error_code> connect_socket(Socket& socket, const Endpoints& endpoints) {
+  std::error_code ec;
+  co_await asio::async_connect(socket, endpoints, asio::redirect_error(asio::use_awaitable, ec));
+  co_return ec;
+}
+
+}  // namespace
+
+Result<std::shared_ptr<Connection>> connect(Runtime& runtime, const net::Endpoint& endpoint, AuthConfig auth,
+                                            ConnectionOptions options, std::shared_ptr<RequestHandler> handler,
+                                            std::chrono::milliseconds timeout) {
+  TETHER_ASSERT(!runtime.running_in_this_thread(), "connect() blocks and cannot run on an io thread");
+  auto deadline = Clock::now() + timeout;
+  std::unique_ptr<net::Transport> transport;
+  std::error_code ec;
+  if (endpoint.kind == net::Endpoint::Kind::unix_socket) {
+    asio::local::stream_protocol::socket socket(runtime.context());
+    socket.connect(asio::local::stream_protocol::endpoint(endpoint.path), ec);
+    if (ec) return Error{ErrorKind::disconnected, "cannot connect to " + endpoint.path + ": " + ec.message()};
+    transport = net::make_unix_transport(std::move(socket));
+  } else {
+    asio::ip::tcp::resolver resolver(runtime.context());
+    auto endpoints = resolver.resolve(endpoint.host, std::to_string(endpoint.port), ec);
+    if (ec) return Error{ErrorKind::disconnected, "cannot resolve " + endpoint.to_string() + ": " + ec.message()};
+    asio::ip::tcp::socket socket(runtime.context());
+    auto connected = asio::co_spawn(runtime.executor(), connect_socket(socket, endpoints), asio::use_future);
+    if (connected.wait_until(deadline) != std::future_status::ready) {
+      asio::post(runtime.executor(), [&socket] { socket.close(); });
+      connected.wait();
+      return Error{ErrorKind::timeout, "connecting to " + endpoint.to_string() + " timed out"};
+    }
+    ec = connected.get();
+    if (ec) return Error{ErrorKind::disconnected, "cannot connect to " + endpoint.to_string() + ": " + ec.message()};
+    transport = net::make_tcp_transport(std::move(socket));
+  }
+  auto connection = Connection::create(std::move(transport), Connection::Role::client, std::move(auth), options, std::move(handler));
+  auto outcome = std::make_shared<std::promise<Result<Negotiated>>>();
+  auto done = outcome->get_future();
+  connection->start([outcome](const Result<Negotiated>& result) { outcome->set_value(result); });
+  if (done.wait_until(deadline) != std::future_status::ready) {
+    connection->close("handshake timed out");
+    return Error{ErrorKind::timeout, "handshake with " + endpoint.to_string() + " timed out"};
+  }
+  auto negotiated = done.get();
+  if (!negotiated) {
+    connection->close("handshake failed");
+    return negotiated.error();
+  }
+  return connection;
+}
+
+}  // namespace tether::rpc

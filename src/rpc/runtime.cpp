@@ -1,0 +1,31 @@
+// Runtime: an io_context run by a fixed set of threads.
+#include "rpc/runtime.hpp"
+
+#include <algorithm>
+
+#include "tether/error.hpp"
+
+namespace tether::rpc {
+
+Runtime::Runtime(std::size_t threads) : work_(asio::make_work_guard(context_)) {
+  threads = std::max<std::size_t>(threads, 1);
+  for (std::size_t i = 0; i < threads; ++i) threads_.emplace_back([this] { context_.run(); });
+}
+
+Runtime::~Runtime() { stop(); }
+
+void Runtime::stop() {
+  TETHER_ASSERT(!running_in_this_thread(), "a runtime cannot stop itself from one of its own threads");
+  work_.reset();
+  context_.stop();
+  for (auto& thread : threads_)
+    if (thread.joinable()) thread.join();
+  threads_.clear();
+}
+
+bool Runtime::running_in_this_thread() const {
+  auto self = std::this_thread::get_id();
+  return std::any_of(threads_.begin(), threads_.end(), [&](const std::thread& t) { return t.get_id() == self; });
+}
+
+}  // namespace tether::rpc

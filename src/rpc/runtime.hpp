@@ -1,0 +1,32 @@
+// The io context and the threads that run it. A server owns one; proxies share one per process
+// that the owner (the Python module, or a C++ program) creates and passes in: no hidden singleton.
+#pragma once
+
+#include <thread>
+#include <vector>
+
+#include <asio.hpp>
+
+namespace tether::rpc {
+
+class Runtime {
+ public:
+  // Each thread runs the io loop and also runs the requests it reads (see docs/design.md).
+  explicit Runtime(std::size_t threads);
+  ~Runtime();
+  Runtime(const Runtime&) = delete;
+  Runtime& operator=(const Runtime&) = delete;
+
+  asio::io_context& context() { return context_; }
+  asio::any_io_executor executor() { return context_.get_executor(); }
+  // Stops the loop and joins the threads; a no-op when called again.
+  void stop();
+  bool running_in_this_thread() const;
+
+ private:
+  asio::io_context context_;
+  asio::executor_work_guard<asio::io_context::executor_type> work_;
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace tether::rpc
