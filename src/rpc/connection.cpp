@@ -47,6 +47,7 @@ Connection::~Connection() = default;
 
 void Connection::start(HandshakeDone done) {
   handshake_done_ = std::move(done);
+  if (handler_) handler_->on_open(*this);
   auto step = handshake_->start();
   for (auto& frame : step.send) send(std::move(frame));
   start_read();

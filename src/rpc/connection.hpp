@@ -44,6 +44,7 @@ class ReplySink {
 class RequestHandler {
  public:
   virtual ~RequestHandler() = default;
+  virtual void on_open(Connection&) {}
   virtual void on_request(const std::shared_ptr<Connection>& connection, wire::Frame&& frame) = 0;
   virtual void on_cancel(Connection&, std::uint64_t /*request_id*/) {}
   virtual void on_credit(Connection&, std::uint64_t /*request_id*/, std::uint64_t /*count*/) {}

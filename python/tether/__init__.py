@@ -1,0 +1,23 @@
+"""tether: one system for distributed programming in Python, with a C++20 engine.
+
+This module is the front door: everything a program needs is importable from here."""
+from __future__ import annotations
+
+from . import _core
+from ._private import hooks as _hooks
+from .codec import register_type
+from .errors import (AuthenticationError, CallTimeoutError, CommunicationError, ConnectionClosedError,
+                     ProtocolError, RemoteError, TetherError)
+from .expose import expose, oneway
+from .naming import NameServer, locate_ns
+from .proxy import Future, Proxy
+from .server import Server
+
+_hooks.install()
+
+__version__ = "0.1.0"
+__all__ = [
+    "AuthenticationError", "CallTimeoutError", "CommunicationError", "ConnectionClosedError", "Future",
+    "NameServer", "ProtocolError", "Proxy", "RemoteError", "Server", "TetherError", "expose", "locate_ns",
+    "oneway", "register_type",
+]

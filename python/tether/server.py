@@ -1,0 +1,89 @@
+"""Server: publishes Python objects by name and serves them in the background until close()."""
+from __future__ import annotations
+
+import os
+
+from . import _core
+from ._private.runtime import secret_bytes
+from .expose import describe
+
+_MODES = ("single", "session", "percall")
+
+
+class _Meta:
+    """The built-in "$meta" object: tells proxies which methods an object exposes."""
+
+    def __init__(self, published):
+        self._published = published
+
+    def describe(self, name):
+        entry = self._published.get(name)
+        if entry is None or name.startswith("$"):
+            raise LookupError(f"no object named {name!r} on this server")
+        _target, _mode, methods, oneway, streams = entry
+        return sorted(methods), sorted(oneway), sorted(streams)
+
+
+class Server:
+    """Listens on host:port (or a Unix socket) and runs requests on a bounded pool of threads.
+
+    `secret` (or the TETHER_SECRET environment variable) makes every client authenticate;
+    `allow_pickle` additionally lets authenticated clients send pickle."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, unix_path: str | None = None, secret=None,
+                 allow_pickle: bool = False, dispatch_threads: int = 8, heartbeat: float = 5.0,
+                 idle_timeout: float = 30.0, max_frame: int = 1 << 30):
+        if dispatch_threads < 1:
+            raise ValueError("dispatch_threads must be at least 1")
+        self._published: dict = {}
+        self._published["$meta"] = (_Meta(self._published), "single", frozenset({"describe"}), frozenset(), frozenset())
+        self._core = _core.Server(self._published, host, port, unix_path, secret_bytes(secret), allow_pickle,
+                                  dispatch_threads, heartbeat, idle_timeout, max_frame)
+        self._unix_path = unix_path
+
+    @property
+    def address(self) -> str:
+        """'host:port' (or the Unix socket path) that clients connect to."""
+        return self._core.address
+
+    def uri(self, name: str) -> str:
+        return self._core.uri(name)
+
+    def register(self, obj, name: str | None = None, mode: str = "single") -> str:
+        """Publishes `obj` under `name` and returns its URI.
+
+        mode "single": `obj` is the one shared instance; "session": `obj` is a class, one instance per
+        client connection; "percall": `obj` is a class, a new instance for every call."""
+        if mode not in _MODES:
+            raise ValueError(f"unknown instance mode {mode!r}; use one of {_MODES}")
+        if mode == "single" and isinstance(obj, type):
+            raise TypeError("mode 'single' needs an instance; pass mode='session' or 'percall' for a class")
+        if mode != "single" and not isinstance(obj, type):
+            raise TypeError(f"mode {mode!r} needs a class to instantiate")
+        cls = obj if isinstance(obj, type) else type(obj)
+        name = name or cls.__name__
+        if not isinstance(name, str) or not name or name[0] in "#$" or "\0" in name or "/" in name:
+            raise ValueError(f"invalid object name {name!r}")
+        methods, oneway, streams = describe(cls)
+        if not methods:
+            raise ValueError(f"{cls.__name__} exposes no methods: mark it (or methods) with @tether.expose")
+        self._published[name] = (obj, mode, methods, oneway, streams)
+        return self.uri(name)
+
+    def unregister(self, name: str) -> None:
+        if name.startswith("$"):
+            raise ValueError("built-in objects cannot be unregistered")
+        self._published.pop(name, None)
+
+    def close(self) -> None:
+        """Stops accepting, closes every connection and joins the dispatch threads."""
+        self._core.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        return f"<tether.Server {self.address}>"

@@ -1,0 +1,204 @@
+// tether._core: the nanobind bindings. Conversion, GIL release and error mapping only; the logic
+// lives in the core (src/rpc, src/net, src/wire) and in the Python-facing pieces beside this file.
+#include <nanobind/nanobind.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
+#include <nanobind/stl/unique_ptr.h>
+
+#include "net/address.hpp"
+#include "python/pychannel.hpp"
+#include "python/pycodec.hpp"
+#include "python/pydispatch.hpp"
+#include "rpc/listener.hpp"
+#include "rpc/runtime.hpp"
+
+namespace nb = nanobind;
+using namespace nb::literals;
+
+namespace tether::python {
+namespace {
+
+[[noreturn]] void throw_error(const Error& error) {
+  raise_error(error);
+  throw nb::python_error();
+}
+
+rpc::ConnectionOptions connection_options(double heartbeat, double idle_timeout, std::uint64_t max_frame) {
+  rpc::ConnectionOptions options;
+  options.heartbeat = std::chrono::milliseconds(static_cast<long long>(heartbeat * 1000));
+  options.idle_timeout = std::chrono::milliseconds(static_cast<long long>(idle_timeout * 1000));
+  options.limits.max_body = max_frame;
+  return options;
+}
+
+std::string secret_text(const std::optional<nb::bytes>& secret) {
+  return secret ? std::string(secret->c_str(), secret->size()) : std::string();
+}
+
+net::Endpoint endpoint_of(const std::string& host, int port, const std::optional<std::string>& unix_path) {
+  net::Endpoint endpoint;
+  if (unix_path) {
+    endpoint.kind = net::Endpoint::Kind::unix_socket;
+    endpoint.path = *unix_path;
+  } else {
+    endpoint.host = host;
+    endpoint.port = static_cast<std::uint16_t>(port);
+  }
+  return endpoint;
+}
+
+// The process's client side: io threads plus a dispatcher for callbacks the peers make into us.
+class ClientRuntime {
+ public:
+  explicit ClientRuntime(std::size_t threads)
+      : runtime_(threads), dispatcher_(std::make_shared<Dispatcher>(nullptr)) {}
+  ~ClientRuntime() {
+    nb::gil_scoped_release release;
+    runtime_.stop();
+  }
+  Channel connect(const std::string& uri_or_address, std::optional<nb::bytes> secret, bool want_pickle,
+                  double timeout, double heartbeat, double idle_timeout, std::uint64_t max_frame) {
+    auto endpoint = net::parse_host_port(uri_or_address);
+    if (!endpoint) {
+      auto uri = net::parse_uri(uri_or_address);
+      if (!uri) throw_error(uri.error());
+      endpoint = uri->endpoint;
+    }
+    rpc::AuthConfig auth{secret_text(secret), false, want_pickle};
+    Result<std::shared_ptr<rpc::Connection>> connection = Error{};
+    {
+      nb::gil_scoped_release release;
+      connection = rpc::connect(runtime_, *endpoint, auth, connection_options(heartbeat, idle_timeout, max_frame),
+                                dispatcher_, std::chrono::milliseconds(static_cast<long long>(timeout * 1000)));
+    }
+    if (!connection) throw_error(connection.error());
+    return Channel(*connection);
+  }
+
+ private:
+  rpc::Runtime runtime_;
+  std::shared_ptr<Dispatcher> dispatcher_;
+};
+
+// A listening server whose requests run on its own io threads (the bounded dispatch pool).
+class Server {
+ public:
+  Server(nb::dict published, const std::string& host, int port, std::optional<std::string> unix_path,
+         std::optional<nb::bytes> secret, bool allow_pickle, std::size_t threads, double heartbeat,
+         double idle_timeout, std::uint64_t max_frame)
+      : runtime_(std::make_unique<rpc::Runtime>(threads)) {
+    auto dispatcher = std::make_shared<Dispatcher>(published.ptr());
+    rpc::AuthConfig auth{secret_text(secret), allow_pickle, false};
+    Result<std::unique_ptr<rpc::Listener>> listener = Error{};
+    {
+      nb::gil_scoped_release release;
+      listener = rpc::Listener::listen(*runtime_, endpoint_of(host, port, unix_path), auth,
+                                       connection_options(heartbeat, idle_timeout, max_frame), dispatcher);
+    }
+    if (!listener) throw_error(listener.error());
+    listener_ = std::move(*listener);
+  }
+  ~Server() { close(); }
+  std::string address() const { return listener_ ? listener_->endpoint().to_string() : ""; }
+  std::string uri(const std::string& name) const { return net::format_uri(listener_->endpoint(), name); }
+  std::size_t connection_count() { return listener_ ? listener_->connection_count() : 0; }
+  void close() {
+    if (!runtime_) return;
+    nb::gil_scoped_release release;
+    listener_->close();
+    runtime_->stop();
+    listener_.reset();
+    runtime_.reset();
+  }
+
+ private:
+  std::unique_ptr<rpc::Runtime> runtime_;
+  std::unique_ptr<rpc::Listener> listener_;
+};
+
+void set_hook(PyObject*& slot, nb::object value) {
+  Py_XDECREF(slot);
+  slot = value.is_none() ? nullptr : value.release().ptr();
+}
+
+}  // namespace
+}  // namespace tether::python
+
+NB_MODULE(_core, m) {
+  using namespace tether::python;
+  m.doc() = "tether's C++ engine";
+
+  m.def("set_hooks", [](nb::object encoders, nb::object decoders, nb::object export_object, nb::object make_ref,
+                        nb::object make_error, nb::object pickle_dumps, nb::object pickle_loads,
+                        nb::object format_exception, nb::object run_async) {
+        auto& h = hooks();
+        set_hook(h.encoders, encoders);
+        set_hook(h.decoders, decoders);
+        set_hook(h.export_object, export_object);
+        set_hook(h.make_ref, make_ref);
+        set_hook(h.make_error, make_error);
+        set_hook(h.pickle_dumps, pickle_dumps);
+        set_hook(h.pickle_loads, pickle_loads);
+        set_hook(h.format_exception, format_exception);
+        set_hook(h.run_async, run_async);
+      }, "encoders"_a, "decoders"_a, "export_object"_a, "make_ref"_a, "make_error"_a, "pickle_dumps"_a,
+      "pickle_loads"_a, "format_exception"_a, "run_async"_a);
+
+  m.def("parse_uri", [](const std::string& text) {
+    auto uri = tether::net::parse_uri(text);
+    if (!uri) throw_error(uri.error());
+    bool is_unix = uri->endpoint.kind == tether::net::Endpoint::Kind::unix_socket;
+    return nb::make_tuple(is_unix ? "unix" : "tcp", uri->endpoint.host, uri->endpoint.port, uri->endpoint.path,
+                          uri->object, uri->via_name_server, uri->endpoint.to_string());
+  });
+  m.def("format_uri", [](const std::string& address, const std::string& name) {
+    auto endpoint = tether::net::parse_host_port(address);
+    if (!endpoint) {
+      tether::net::Endpoint unix_endpoint;
+      unix_endpoint.kind = tether::net::Endpoint::Kind::unix_socket;
+      unix_endpoint.path = address;
+      return tether::net::format_uri(unix_endpoint, name);
+    }
+    return tether::net::format_uri(*endpoint, name);
+  });
+
+  nb::class_<ClientRuntime>(m, "ClientRuntime")
+      .def(nb::init<std::size_t>(), "threads"_a)
+      .def("connect", &ClientRuntime::connect, "address"_a, "secret"_a = nb::none(), "want_pickle"_a = false,
+           "timeout"_a = 10.0, "heartbeat"_a = 5.0, "idle_timeout"_a = 30.0, "max_frame"_a = 1ull << 30);
+
+  nb::class_<Server>(m, "Server")
+      .def(nb::init<nb::dict, const std::string&, int, std::optional<std::string>, std::optional<nb::bytes>, bool,
+                    std::size_t, double, double, std::uint64_t>(),
+           "published"_a, "host"_a, "port"_a, "unix_path"_a = nb::none(), "secret"_a = nb::none(),
+           "allow_pickle"_a = false, "threads"_a = 8, "heartbeat"_a = 5.0, "idle_timeout"_a = 30.0,
+           "max_frame"_a = 1ull << 30)
+      .def_prop_ro("address", &Server::address)
+      .def("uri", &Server::uri)
+      .def("connection_count", &Server::connection_count)
+      .def("close", &Server::close);
+
+  nb::class_<Channel>(m, "Channel")
+      .def("call", &Channel::call, "object"_a, "method"_a, "args"_a, "kwargs"_a.none(), "timeout"_a.none(), "encoding"_a)
+      .def("call_oneway", &Channel::call_oneway, "object"_a, "method"_a, "args"_a, "kwargs"_a.none(), "encoding"_a)
+      .def("call_future", &Channel::call_future, "object"_a, "method"_a, "args"_a, "kwargs"_a.none(), "timeout"_a.none(),
+           "encoding"_a, "future"_a)
+      .def("call_stream", &Channel::call_stream, "object"_a, "method"_a, "args"_a, "kwargs"_a.none(), "encoding"_a)
+      .def("cancel", &Channel::cancel)
+      .def("export", &Channel::export_object)
+      .def("close", &Channel::close, "reason"_a = "closed by the client")
+      .def_prop_ro("is_open", &Channel::is_open)
+      .def_prop_ro("pickle_allowed", &Channel::pickle_allowed)
+      .def_prop_ro("authenticated", &Channel::authenticated)
+      .def_prop_ro("peer", &Channel::peer);
+
+  nb::class_<StreamIterator>(m, "StreamIterator")
+      .def("__iter__", [](nb::handle self) { return nb::borrow(self); })
+      .def("__next__", &StreamIterator::next)
+      .def("close", &StreamIterator::close);
+
+  nb::class_<Responder>(m, "Responder")
+      .def("reply", &Responder::reply, "value"_a.none())
+      .def("fail", &Responder::fail);
+}

@@ -1,0 +1,290 @@
+// Channel, StreamIterator and Responder: calls from Python over one connection.
+#include "python/pychannel.hpp"
+
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/unique_ptr.h>
+
+#include "python/pycodec.hpp"
+#include "python/pydispatch.hpp"
+
+namespace tether::python {
+namespace {
+
+std::optional<rpc::Clock::time_point> deadline_after(std::optional<double> timeout) {
+  if (!timeout) return std::nullopt;
+  return rpc::Clock::now() + std::chrono::duration_cast<rpc::Clock::duration>(std::chrono::duration<double>(*timeout));
+}
+
+[[noreturn]] void throw_current() { throw nb::python_error(); }
+
+[[noreturn]] void throw_error(const Error& error) {
+  raise_error(error);
+  throw_current();
+}
+
+// Turns a REPLY into a value or an ERROR into the raised exception (GIL held).
+nb::object outcome_of(const wire::Frame& frame, PyObject* channel) {
+  if (frame.header.type == wire::MessageType::error) {
+    PyObject* exception = exception_from_frame(frame);
+    if (!exception) throw_current();
+    PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(exception)), exception);
+    Py_DECREF(exception);
+    throw_current();
+  }
+  PyObject* value = decode_body(frame, channel);
+  if (!value) throw_current();
+  return nb::steal(value);
+}
+
+// Completes a concurrent.futures.Future from an io thread.
+class FutureSink final : public rpc::ReplySink {
+ public:
+  FutureSink(nb::object future, nb::object channel) : future_(future.release().ptr()), channel_(channel.release().ptr()) {}
+  ~FutureSink() override {
+    if (!Py_IsInitialized()) return;
+    PyGILState_STATE state = PyGILState_Ensure();
+    Py_XDECREF(future_);
+    Py_XDECREF(channel_);
+    PyGILState_Release(state);
+  }
+  void on_frame(wire::Frame&& frame) override {
+    PyGILState_STATE state = PyGILState_Ensure();
+    if (frame.header.type == wire::MessageType::error) {
+      complete("set_exception", exception_from_frame(frame));
+    } else {
+      PyObject* value = decode_body(frame, channel_);
+      if (value) complete("set_result", value);
+      else complete_with_current_error();
+    }
+    PyGILState_Release(state);
+  }
+  void on_failure(const Error& error) override {
+    PyGILState_STATE state = PyGILState_Ensure();
+    complete("set_exception", exception_from_error(error));
+    PyGILState_Release(state);
+  }
+
+ private:
+  void complete_with_current_error() {
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    PyErr_NormalizeException(&type, &value, &traceback);
+    Py_XDECREF(type);
+    Py_XDECREF(traceback);
+    complete("set_exception", value);
+  }
+  // Steals `argument`. A future the caller already cancelled ignores the outcome.
+  void complete(const char* method, PyObject* argument) {
+    if (!argument) {
+      PyErr_Clear();
+      return;
+    }
+    PyObject* done = PyObject_CallMethod(future_, "done", nullptr);
+    bool already = done == Py_True;
+    Py_XDECREF(done);
+    if (!already) {
+      PyObject* r = PyObject_CallMethod(future_, method, "O", argument);
+      Py_XDECREF(r);
+    }
+    PyErr_Clear();
+    Py_DECREF(argument);
+  }
+  PyObject* future_;
+  PyObject* channel_;
+};
+
+}  // namespace
+
+class StreamIterator::Sink final : public rpc::ReplySink {
+ public:
+  void on_frame(wire::Frame&& frame) override {
+    {
+      std::lock_guard lock(mutex_);
+      items_.emplace_back(std::move(frame));
+    }
+    ready_.notify_one();
+  }
+  void on_failure(const Error& error) override {
+    {
+      std::lock_guard lock(mutex_);
+      items_.emplace_back(error);
+    }
+    ready_.notify_one();
+  }
+  Result<wire::Frame> pop() {
+    std::unique_lock lock(mutex_);
+    ready_.wait(lock, [&] { return !items_.empty(); });
+    auto item = std::move(items_.front());
+    items_.pop_front();
+    return item;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable ready_;
+  std::deque<Result<wire::Frame>> items_;
+};
+
+wire::OutFrame Channel::request_frame(const std::string& object, const std::string& method, nb::tuple args,
+                                      nb::object kwargs, int encoding) {
+  wire::OutFrame frame;
+  frame.header.type = wire::MessageType::request;
+  frame.meta.reserve(object.size() + method.size() + 1);
+  frame.meta.append(object).push_back('\0');
+  frame.meta.append(method);
+  auto wanted = static_cast<wire::Encoding>(encoding);
+  if (wanted == wire::Encoding::pickle && !pickle_allowed())
+    throw_error(Error{ErrorKind::denied, "the server does not allow pickle on this connection (it needs allow_pickle=True and a secret)"});
+  nb::list request;
+  request.append(nb::list(args));
+  request.append(kwargs.is_none() || nb::len(kwargs) == 0 ? nb::none() : kwargs);
+  PyObject* self = make_channel_object(connection_);
+  bool encoded = encode_into(request.ptr(), wanted, frame, self);
+  Py_XDECREF(self);
+  if (!encoded) throw_current();
+  return frame;
+}
+
+nb::object Channel::call(const std::string& object, const std::string& method, nb::tuple args, nb::object kwargs,
+                         std::optional<double> timeout, int encoding) {
+  auto frame = request_frame(object, method, args, kwargs, encoding);
+  auto deadline = deadline_after(timeout);
+  auto sink = std::make_shared<rpc::WaitingSink>();
+  std::optional<Result<wire::Frame>> outcome;
+  Error failure;
+  {
+    nb::gil_scoped_release release;
+    auto id = connection_->call(std::move(frame), sink);
+    if (!id) {
+      failure = id.error();
+    } else {
+      outcome = sink->wait(deadline);
+      if (!outcome) {
+        connection_->cancel_call(*id);
+        failure = Error{ErrorKind::timeout, "call to " + object + "." + method + " timed out after " + std::to_string(*timeout) + " s"};
+      }
+    }
+  }
+  if (!outcome) throw_error(failure);
+  if (!*outcome) throw_error(outcome->error());
+  nb::object channel = nb::steal(make_channel_object(connection_));
+  return outcome_of(outcome->value(), channel.ptr());
+}
+
+void Channel::call_oneway(const std::string& object, const std::string& method, nb::tuple args, nb::object kwargs, int encoding) {
+  auto frame = request_frame(object, method, args, kwargs, encoding);
+  frame.header.flags |= wire::kOneway;
+  Result<std::uint64_t> sent = Error{};
+  {
+    nb::gil_scoped_release release;
+    sent = connection_->call(std::move(frame), nullptr);
+  }
+  if (!sent) throw_error(sent.error());
+}
+
+std::uint64_t Channel::call_future(const std::string& object, const std::string& method, nb::tuple args, nb::object kwargs,
+                                   std::optional<double> timeout, int encoding, nb::object future) {
+  auto frame = request_frame(object, method, args, kwargs, encoding);
+  auto sink = std::make_shared<FutureSink>(future, nb::steal(make_channel_object(connection_)));
+  Result<std::uint64_t> sent = Error{};
+  {
+    nb::gil_scoped_release release;
+    sent = connection_->call(std::move(frame), std::move(sink), deadline_after(timeout));
+  }
+  if (!sent) throw_error(sent.error());
+  return *sent;
+}
+
+std::unique_ptr<StreamIterator> Channel::call_stream(const std::string& object, const std::string& method, nb::tuple args,
+                                                     nb::object kwargs, int encoding) {
+  auto frame = request_frame(object, method, args, kwargs, encoding);
+  auto sink = std::make_shared<StreamIterator::Sink>();
+  auto sent = connection_->call(std::move(frame), sink);
+  if (!sent) throw_error(sent.error());
+  return std::make_unique<StreamIterator>(connection_, sink, *sent);
+}
+
+std::uint64_t Channel::export_object(nb::object object) {
+  auto* state = static_cast<ConnectionState*>(connection_->attachment());
+  if (!state->exports) state->exports = PyDict_New();
+  auto id = static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(object.ptr()));
+  nb::object key = nb::int_(id);
+  PyDict_SetItem(state->exports, key.ptr(), object.ptr());
+  return id;
+}
+
+void Channel::close(const std::string& reason) {
+  nb::gil_scoped_release release;
+  connection_->close(reason);
+}
+
+StreamIterator::StreamIterator(std::shared_ptr<rpc::Connection> connection, std::shared_ptr<Sink> sink, std::uint64_t id)
+    : connection_(std::move(connection)), sink_(std::move(sink)), id_(id) {}
+
+StreamIterator::~StreamIterator() { close(); }
+
+nb::object StreamIterator::next() {
+  if (finished_) throw nb::stop_iteration();
+  std::optional<Result<wire::Frame>> item;
+  {
+    nb::gil_scoped_release release;
+    item.emplace(sink_->pop());
+  }
+  if (!*item) {
+    finished_ = true;
+    throw_error(item->error());
+  }
+  auto& frame = item->value();
+  if (frame.header.type != wire::MessageType::stream_item) {
+    finished_ = true;
+    if (frame.header.type == wire::MessageType::reply) throw nb::stop_iteration();
+  }
+  nb::object channel = nb::steal(make_channel_object(connection_));
+  return outcome_of(frame, channel.ptr());
+}
+
+void StreamIterator::close() {
+  if (finished_) return;
+  finished_ = true;
+  connection_->cancel_call(id_);
+}
+
+void Responder::reply(nb::handle value) {
+  if (std::exchange(done_, true)) return;
+  wire::OutFrame frame;
+  frame.header.type = wire::MessageType::reply;
+  frame.header.request_id = id_;
+  nb::object channel = nb::steal(make_channel_object(connection_));
+  if (!encode_into(value.ptr(), encoding_, frame, channel.ptr())) {
+    wire::OutFrame error;
+    error.header.type = wire::MessageType::error;
+    error.header.request_id = id_;
+    error.header.encoding = wire::Encoding::msgpack;
+    error.payload = error_body_from_current_exception(ErrorKind::bad_request);
+    connection_->send(std::move(error));
+    return;
+  }
+  connection_->send(std::move(frame));
+}
+
+void Responder::fail(nb::handle exception) {
+  if (std::exchange(done_, true)) return;
+  PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(exception.ptr())), exception.ptr());
+  wire::OutFrame error;
+  error.header.type = wire::MessageType::error;
+  error.header.request_id = id_;
+  error.header.encoding = wire::Encoding::msgpack;
+  error.payload = error_body_from_current_exception(ErrorKind::failed);
+  connection_->send(std::move(error));
+}
+
+PyObject* make_channel_object(const std::shared_ptr<rpc::Connection>& connection) {
+  return nb::cast(Channel(connection)).release().ptr();
+}
+
+PyObject* make_responder_object(const std::shared_ptr<rpc::Connection>& connection, std::uint64_t id, wire::Encoding encoding) {
+  return nb::cast(Responder(connection, id, encoding)).release().ptr();
+}
+
+}  // namespace tether::python

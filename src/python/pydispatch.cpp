@@ -1,0 +1,241 @@
+// Dispatcher: decode a request, find the object and method, call it, and send what comes back.
+#include "python/pydispatch.hpp"
+
+#include "python/pychannel.hpp"
+#include "python/pycodec.hpp"
+
+namespace tether::python {
+namespace {
+
+class Gil {
+ public:
+  Gil() : state_(PyGILState_Ensure()) {}
+  ~Gil() { PyGILState_Release(state_); }
+
+ private:
+  PyGILState_STATE state_;
+};
+
+wire::OutFrame frame_of(wire::MessageType type, std::uint64_t request_id) {
+  wire::OutFrame frame;
+  frame.header.type = type;
+  frame.header.request_id = request_id;
+  return frame;
+}
+
+void send_error(rpc::Connection& connection, std::uint64_t id, ErrorKind kind, std::string message) {
+  auto frame = frame_of(wire::MessageType::error, id);
+  frame.header.encoding = wire::Encoding::msgpack;
+  frame.payload = wire::pack_error_body(wire::ErrorBody{kind, std::move(message), "", ""});
+  connection.send(std::move(frame));
+}
+
+// Sends the Python exception currently set as an ERROR frame.
+void send_current_exception(rpc::Connection& connection, std::uint64_t id, ErrorKind kind) {
+  auto frame = frame_of(wire::MessageType::error, id);
+  frame.header.encoding = wire::Encoding::msgpack;
+  frame.payload = error_body_from_current_exception(kind);
+  connection.send(std::move(frame));
+}
+
+// Sends a value as REPLY or STREAM_ITEM; an unencodable value becomes a bad_request error.
+bool send_value(rpc::Connection& connection, std::uint64_t id, wire::MessageType type, PyObject* value,
+                wire::Encoding encoding, PyObject* channel) {
+  auto frame = frame_of(type, id);
+  if (!encode_into(value, encoding, frame, channel)) {
+    send_current_exception(connection, id, ErrorKind::bad_request);
+    return false;
+  }
+  return connection.send(std::move(frame)).ok();
+}
+
+bool is_cancelled(rpc::Connection& connection, std::uint64_t id) {
+  auto* state = static_cast<ConnectionState*>(connection.attachment());
+  std::lock_guard lock(state->cancelled_mutex);
+  return state->cancelled.erase(id) > 0;
+}
+
+// Streams a generator's items; the caller's CANCEL stops it between items.
+void stream_items(rpc::Connection& connection, std::uint64_t id, PyObject* iterator, wire::Encoding encoding, PyObject* channel) {
+  for (;;) {
+    if (is_cancelled(connection, id) || !connection.is_open()) return;
+    PyObject* item = PyIter_Next(iterator);
+    if (!item) break;
+    bool sent = send_value(connection, id, wire::MessageType::stream_item, item, encoding, channel);
+    Py_DECREF(item);
+    if (!sent) return;
+  }
+  if (PyErr_Occurred()) {
+    send_current_exception(connection, id, ErrorKind::failed);
+    return;
+  }
+  send_value(connection, id, wire::MessageType::reply, Py_None, encoding, channel);
+}
+
+}  // namespace
+
+ConnectionState::~ConnectionState() {
+  if (Py_IsInitialized()) {
+    Gil gil;
+    clear();
+  }
+}
+
+void ConnectionState::clear() {
+  Py_CLEAR(exports);
+  Py_CLEAR(sessions);
+  Py_CLEAR(channel);
+}
+
+PyObject* channel_for(const std::shared_ptr<rpc::Connection>& connection) {
+  auto* state = static_cast<ConnectionState*>(connection->attachment());
+  if (!state->channel) state->channel = make_channel_object(connection);
+  return state->channel;
+}
+
+Dispatcher::Dispatcher(PyObject* published) : published_(published) { Py_XINCREF(published_); }
+
+Dispatcher::~Dispatcher() {
+  if (Py_IsInitialized()) {
+    Gil gil;
+    Py_CLEAR(published_);
+  }
+}
+
+void Dispatcher::on_open(rpc::Connection& connection) {
+  connection.set_attachment(std::make_unique<ConnectionState>());
+}
+
+void Dispatcher::on_cancel(rpc::Connection& connection, std::uint64_t request_id) {
+  auto* state = static_cast<ConnectionState*>(connection.attachment());
+  std::lock_guard lock(state->cancelled_mutex);
+  state->cancelled.insert(request_id);
+}
+
+void Dispatcher::on_closed(rpc::Connection& connection, const Error&) {
+  if (!Py_IsInitialized()) return;
+  Gil gil;
+  static_cast<ConnectionState*>(connection.attachment())->clear();
+}
+
+void Dispatcher::on_request(const std::shared_ptr<rpc::Connection>& connection, wire::Frame&& frame) {
+  Gil gil;
+  dispatch(connection, frame);
+  if (PyErr_Occurred()) PyErr_Clear();
+}
+
+void Dispatcher::dispatch(const std::shared_ptr<rpc::Connection>& connection, wire::Frame& frame) {
+  auto id = frame.header.request_id;
+  bool oneway = frame.header.flags & wire::kOneway;
+  auto separator = frame.meta.find('\0');
+  if (separator == std::string::npos) {
+    if (!oneway) send_error(*connection, id, ErrorKind::bad_request, "request meta must be 'object\\0method'");
+    return;
+  }
+  std::string object_name = frame.meta.substr(0, separator);
+  std::string method = frame.meta.substr(separator + 1);
+  auto reject = [&](ErrorKind kind, std::string message) {
+    if (!oneway) send_error(*connection, id, kind, std::move(message));
+  };
+  bool calling_callback = !object_name.empty() && object_name[0] == '#' && method == "__call__";
+  if (method.empty() || (method[0] == '_' && !calling_callback)) return reject(ErrorKind::unimplemented, "method '" + method + "' is not remotely callable (private name)");
+  if (frame.header.encoding == wire::Encoding::pickle && !connection->negotiated().pickle_allowed)
+    return reject(ErrorKind::denied, "pickle is not allowed on this connection");
+  auto* state = static_cast<ConnectionState*>(connection->attachment());
+
+  // Find the target: an exported callback ("#id") or a published object.
+  PyObject* target = nullptr;  // borrowed
+  PyObject* entry = nullptr;   // (target, mode, methods, oneway, streams) for published objects
+  PyObject* channel = channel_for(connection);
+  if (!object_name.empty() && object_name[0] == '#') {
+    PyObject* key = PyLong_FromString(object_name.c_str() + 1, nullptr, 10);
+    target = key && state->exports ? PyDict_GetItem(state->exports, key) : nullptr;
+    Py_XDECREF(key);
+    PyErr_Clear();
+    if (!target) return reject(ErrorKind::unimplemented, "no exported callback " + object_name + " on this connection");
+  } else {
+    PyObject* key = PyUnicode_FromStringAndSize(object_name.data(), static_cast<Py_ssize_t>(object_name.size()));
+    entry = key && published_ ? PyDict_GetItem(published_, key) : nullptr;
+    Py_XDECREF(key);
+    if (!entry) return reject(ErrorKind::unimplemented, "no object named '" + object_name + "' on this server");
+    PyObject* method_name = PyUnicode_FromStringAndSize(method.data(), static_cast<Py_ssize_t>(method.size()));
+    int exposed = PySet_Contains(PyTuple_GET_ITEM(entry, 2), method_name);
+    Py_DECREF(method_name);
+    if (exposed != 1) return reject(ErrorKind::unimplemented, "object '" + object_name + "' has no exposed method '" + method + "'");
+    target = PyTuple_GET_ITEM(entry, 0);
+  }
+
+  PyObject* request = decode_body(frame, channel);
+  if (!request || !PyList_Check(request) || PyList_GET_SIZE(request) != 2 || !PyList_Check(PyList_GET_ITEM(request, 0))) {
+    Py_XDECREF(request);
+    if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "request body must be [args, kwargs]");
+    if (oneway) return;
+    return send_current_exception(*connection, id, ErrorKind::bad_request);
+  }
+  PyObject* args = PyList_AsTuple(PyList_GET_ITEM(request, 0));
+  PyObject* kwargs = PyList_GET_ITEM(request, 1);
+  if (kwargs == Py_None) kwargs = nullptr;
+
+  // The instance: shared, one per connection, or one per call.
+  PyObject* instance = target;
+  Py_INCREF(instance);
+  if (entry) {
+    const char* mode = PyUnicode_AsUTF8(PyTuple_GET_ITEM(entry, 1));
+    if (mode && std::string_view(mode) == "percall") {
+      Py_DECREF(instance);
+      instance = PyObject_CallNoArgs(target);
+    } else if (mode && std::string_view(mode) == "session") {
+      if (!state->sessions) state->sessions = PyDict_New();
+      PyObject* key = PyUnicode_FromString(object_name.c_str());
+      PyObject* existing = PyDict_GetItem(state->sessions, key);
+      Py_DECREF(instance);
+      if (existing) {
+        instance = Py_NewRef(existing);
+      } else {
+        instance = PyObject_CallNoArgs(target);
+        if (instance) PyDict_SetItem(state->sessions, key, instance);
+      }
+      Py_DECREF(key);
+    }
+  }
+  PyObject* result = nullptr;
+  if (instance) {
+    PyObject* bound = object_name[0] == '#' && method == "__call__" ? Py_NewRef(instance) : PyObject_GetAttrString(instance, method.c_str());
+    if (bound) result = PyObject_Call(bound, args, kwargs);
+    Py_XDECREF(bound);
+    Py_DECREF(instance);
+  }
+  Py_DECREF(args);
+  Py_DECREF(request);
+  auto encoding = frame.header.encoding;
+  if (!result) {
+    if (oneway) {
+      PyErr_WriteUnraisable(nullptr);
+      return;
+    }
+    return send_current_exception(*connection, id, ErrorKind::failed);
+  }
+  if (oneway) {
+    Py_DECREF(result);
+    return;
+  }
+  if (PyCoro_CheckExact(result) && hooks().run_async) {
+    // The event loop finishes it and answers through the responder.
+    PyObject* responder = make_responder_object(connection, id, encoding);
+    PyObject* scheduled = PyObject_CallFunctionObjArgs(hooks().run_async, result, responder, nullptr);
+    Py_XDECREF(scheduled);
+    Py_DECREF(responder);
+    Py_DECREF(result);
+    if (!scheduled) send_current_exception(*connection, id, ErrorKind::failed);
+    return;
+  }
+  if (PyGen_Check(result)) {
+    stream_items(*connection, id, result, encoding, channel);
+    Py_DECREF(result);
+    return;
+  }
+  send_value(*connection, id, wire::MessageType::reply, result, encoding, channel);
+  Py_DECREF(result);
+}
+
+}  // namespace tether::python

@@ -1,0 +1,48 @@
+// Runs requests against Python objects: the published objects of a server and the callbacks a
+// side exported over one connection. One dispatcher per server, and one per client runtime.
+#pragma once
+
+#include <Python.h>
+
+#include <memory>
+#include <string>
+#include <unordered_set>
+#include <mutex>
+
+#include "rpc/connection.hpp"
+
+namespace tether::python {
+
+class Channel;
+
+// Per-connection Python state. Cleared on close, with the GIL, to break reference cycles.
+struct ConnectionState : rpc::Connection::Attachment {
+  PyObject* exports = nullptr;   // dict: int id -> exported object
+  PyObject* sessions = nullptr;  // dict: object name -> instance (mode "session")
+  PyObject* channel = nullptr;   // the Channel wrapping this connection, created on first need
+  std::mutex cancelled_mutex;
+  std::unordered_set<std::uint64_t> cancelled;  // streams the peer cancelled
+  ~ConnectionState() override;
+  void clear();  // needs the GIL
+};
+
+class Dispatcher final : public rpc::RequestHandler {
+ public:
+  // `published` is a dict name -> (target, mode, methods, oneway, streams), owned by the Python Server.
+  explicit Dispatcher(PyObject* published);
+  ~Dispatcher() override;
+
+  void on_open(rpc::Connection& connection) override;
+  void on_request(const std::shared_ptr<rpc::Connection>& connection, wire::Frame&& frame) override;
+  void on_cancel(rpc::Connection& connection, std::uint64_t request_id) override;
+  void on_closed(rpc::Connection& connection, const Error& error) override;
+
+ private:
+  void dispatch(const std::shared_ptr<rpc::Connection>& connection, wire::Frame& frame);
+  PyObject* published_;  // strong reference
+};
+
+// The Channel for a connection, created on first use (GIL held); borrowed reference.
+PyObject* channel_for(const std::shared_ptr<rpc::Connection>& connection);
+
+}  // namespace tether::python
