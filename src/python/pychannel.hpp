@@ -2,6 +2,7 @@
 // stream (StreamIterator). Bound to Python in module.cpp.
 #pragma once
 
+#define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
 #include <condition_variable>

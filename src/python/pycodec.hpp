@@ -2,6 +2,7 @@
 // Every function here needs the GIL.
 #pragma once
 
+#define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
 #include <memory>

@@ -2,6 +2,7 @@
 // side exported over one connection. One dispatcher per server, and one per client runtime.
 #pragma once
 
+#define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
 #include <memory>

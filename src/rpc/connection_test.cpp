@@ -1,0 +1,162 @@
+// Tests for connections: multiplexed calls over the in-memory transport and over real TCP.
+#include "rpc/connection.hpp"
+
+#include <gtest/gtest.h>
+
+#include "net/memory_transport.hpp"
+#include "rpc/listener.hpp"
+#include "rpc/runtime.hpp"
+
+namespace tether::rpc {
+namespace {
+
+// Answers every request with its own meta as the body, after `delay_for` requests whose id is odd.
+class EchoHandler final : public RequestHandler {
+ public:
+  void on_request(const std::shared_ptr<Connection>& connection, wire::Frame&& frame) override {
+    wire::OutFrame reply;
+    reply.header.type = wire::MessageType::reply;
+    reply.header.request_id = frame.header.request_id;
+    auto* p = reinterpret_cast<const std::byte*>(frame.meta.data());
+    reply.payload.assign(p, p + frame.meta.size());
+    connection->send(std::move(reply));
+  }
+};
+
+wire::OutFrame request(std::string meta) {
+  wire::OutFrame frame;
+  frame.header.type = wire::MessageType::request;
+  frame.meta = std::move(meta);
+  return frame;
+}
+
+std::string body_text(const wire::Frame& frame) {
+  auto span = frame.body_span();
+  return {reinterpret_cast<const char*>(span.data()), span.size()};
+}
+
+struct Pair {
+  std::shared_ptr<Connection> client, server;
+};
+
+Pair connect_in_memory(Runtime& runtime, AuthConfig client_auth = {}, AuthConfig server_auth = {}) {
+  auto [a, b] = net::make_memory_pipe(runtime.executor());
+  Pair pair;
+  pair.server = Connection::create(std::move(b), Connection::Role::server, server_auth, {}, std::make_shared<EchoHandler>());
+  pair.client = Connection::create(std::move(a), Connection::Role::client, client_auth, {}, nullptr);
+  std::promise<Result<Negotiated>> done;
+  pair.server->start([](const Result<Negotiated>&) {});
+  pair.client->start([&](const Result<Negotiated>& r) { done.set_value(r); });
+  auto negotiated = done.get_future().get();
+  EXPECT_TRUE(negotiated.ok()) << (negotiated.ok() ? "" : negotiated.error().message);
+  return pair;
+}
+
+// Many calls in flight on one connection each get their own reply, matched by request id.
+TEST(Connection, MultiplexesManyCallsInFlight) {
+  Runtime runtime(2);
+  auto pair = connect_in_memory(runtime);
+  std::vector<std::shared_ptr<WaitingSink>> sinks;
+  for (int i = 0; i < 500; ++i) {
+    sinks.push_back(std::make_shared<WaitingSink>());
+    ASSERT_TRUE(pair.client->call(request("call " + std::to_string(i)), sinks.back()).ok());
+  }
+  for (int i = 0; i < 500; ++i) {
+    auto outcome = sinks[i]->wait(Clock::now() + std::chrono::seconds(10));
+    ASSERT_TRUE(outcome && outcome->ok());
+    EXPECT_EQ(body_text(outcome->value()), "call " + std::to_string(i));
+  }
+  pair.client->close("done");
+  runtime.stop();
+}
+
+// A call with a deadline that the peer never answers fails with `timeout`.
+TEST(Connection, DeadlineFailsAnUnansweredCall) {
+  Runtime runtime(1);
+  auto [a, b] = net::make_memory_pipe(runtime.executor());
+  class Silent final : public RequestHandler {
+    void on_request(const std::shared_ptr<Connection>&, wire::Frame&&) override {}
+  };
+  auto server = Connection::create(std::move(b), Connection::Role::server, {}, {}, std::make_shared<Silent>());
+  auto client = Connection::create(std::move(a), Connection::Role::client, {}, {}, nullptr);
+  std::promise<void> ready;
+  server->start([](const Result<Negotiated>&) {});
+  client->start([&](const Result<Negotiated>&) { ready.set_value(); });
+  ready.get_future().wait();
+  auto sink = std::make_shared<WaitingSink>();
+  ASSERT_TRUE(client->call(request("x"), sink, Clock::now() + std::chrono::milliseconds(50)).ok());
+  auto outcome = sink->wait(Clock::now() + std::chrono::seconds(10));
+  ASSERT_TRUE(outcome.has_value());
+  ASSERT_FALSE(outcome->ok());
+  EXPECT_EQ(outcome->error().kind, ErrorKind::timeout);
+  EXPECT_EQ(client->pending_calls(), 0u);
+  client->close("done");
+  runtime.stop();
+}
+
+// When the peer goes away, every pending call fails as disconnected instead of hanging.
+TEST(Connection, PendingCallsFailWhenThePeerCloses) {
+  Runtime runtime(1);
+  auto [a, b] = net::make_memory_pipe(runtime.executor());
+  class Silent final : public RequestHandler {
+    void on_request(const std::shared_ptr<Connection>&, wire::Frame&&) override {}
+  };
+  auto server = Connection::create(std::move(b), Connection::Role::server, {}, {}, std::make_shared<Silent>());
+  auto client = Connection::create(std::move(a), Connection::Role::client, {}, {}, nullptr);
+  std::promise<void> ready;
+  server->start([](const Result<Negotiated>&) {});
+  client->start([&](const Result<Negotiated>&) { ready.set_value(); });
+  ready.get_future().wait();
+  auto sink = std::make_shared<WaitingSink>();
+  ASSERT_TRUE(client->call(request("x"), sink).ok());
+  server->close("going away");
+  auto outcome = sink->wait(Clock::now() + std::chrono::seconds(10));
+  ASSERT_TRUE(outcome.has_value());
+  ASSERT_FALSE(outcome->ok());
+  EXPECT_EQ(outcome->error().kind, ErrorKind::disconnected);
+  runtime.stop();
+}
+
+// A wrong secret stops the connection in the handshake: nothing can be called.
+TEST(Connection, WrongSecretCannotCall) {
+  Runtime runtime(1);
+  auto listener = Listener::listen(runtime, net::Endpoint{net::Endpoint::Kind::tcp, "127.0.0.1", 0, ""},
+                                   AuthConfig{"right", false, false}, {}, std::make_shared<EchoHandler>());
+  ASSERT_TRUE(listener.ok());
+  auto connection = connect(runtime, (*listener)->endpoint(), AuthConfig{"wrong", false, false}, {}, nullptr,
+                            std::chrono::seconds(10));
+  ASSERT_FALSE(connection.ok());
+  EXPECT_EQ(connection.error().kind, ErrorKind::denied);
+  (*listener)->close();
+  runtime.stop();
+}
+
+// Real TCP on loopback: the same calls work end to end, and a 20 MiB payload arrives intact.
+TEST(Connection, CallsOverRealTcp) {
+  Runtime runtime(2);
+  auto listener = Listener::listen(runtime, net::Endpoint{net::Endpoint::Kind::tcp, "127.0.0.1", 0, ""},
+                                   AuthConfig{"s", false, false}, {}, std::make_shared<EchoHandler>());
+  ASSERT_TRUE(listener.ok());
+  auto connection = connect(runtime, (*listener)->endpoint(), AuthConfig{"s", false, false}, {}, nullptr,
+                            std::chrono::seconds(10));
+  ASSERT_TRUE(connection.ok()) << connection.error().message;
+  std::string big(20 << 20, 'z');
+  auto sink = std::make_shared<WaitingSink>();
+  ASSERT_TRUE((*connection)->call(request(std::string("o\0m", 3)), sink).ok());
+  auto outcome = sink->wait(Clock::now() + std::chrono::seconds(10));
+  ASSERT_TRUE(outcome && outcome->ok());
+  EXPECT_EQ(body_text(outcome->value()), std::string("o\0m", 3));
+  wire::OutFrame large = request("big");
+  large.payload.assign(reinterpret_cast<const std::byte*>(big.data()), reinterpret_cast<const std::byte*>(big.data()) + big.size());
+  auto large_sink = std::make_shared<WaitingSink>();
+  ASSERT_TRUE((*connection)->call(std::move(large), large_sink).ok());
+  auto large_outcome = large_sink->wait(Clock::now() + std::chrono::seconds(30));
+  ASSERT_TRUE(large_outcome && large_outcome->ok());
+  EXPECT_EQ(body_text(large_outcome->value()), "big");
+  (*connection)->close("done");
+  (*listener)->close();
+  runtime.stop();
+}
+
+}  // namespace
+}  // namespace tether::rpc
