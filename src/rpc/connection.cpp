@@ -173,22 +173,24 @@ void Connection::deliver_reply(wire::Frame&& frame, bool final) {
     auto it = pending_.find(frame.header.request_id);
     if (it == pending_.end()) return;  // cancelled or timed out: the late reply is dropped
     sink = it->second.sink;
-    if (final) {
-      if (it->second.deadline) {
-        auto [begin, end] = deadlines_.equal_range(*it->second.deadline);
-        for (auto d = begin; d != end; ++d)
-          if (d->second == frame.header.request_id) {
-            deadlines_.erase(d);
-            break;
-          }
-      }
-      pending_.erase(it);
-    }
+    if (final) forget_pending_locked(it);
   }
   sink->on_frame(std::move(frame));
 }
 
 // ---- calls ----
+
+void Connection::forget_pending_locked(std::unordered_map<std::uint64_t, PendingCall>::iterator it) {
+  if (it->second.deadline) {
+    auto [begin, end] = deadlines_.equal_range(*it->second.deadline);
+    for (auto d = begin; d != end; ++d)
+      if (d->second == it->first) {
+        deadlines_.erase(d);
+        break;
+      }
+  }
+  pending_.erase(it);
+}
 
 Result<std::uint64_t> Connection::call(wire::OutFrame&& frame, std::shared_ptr<ReplySink> sink,
                                        std::optional<Clock::time_point> deadline) {
@@ -220,15 +222,7 @@ void Connection::cancel_call(std::uint64_t request_id, bool notify_peer) {
     std::lock_guard lock(pending_mutex_);
     auto it = pending_.find(request_id);
     if (it != pending_.end()) {
-      if (it->second.deadline) {
-        auto [begin, end] = deadlines_.equal_range(*it->second.deadline);
-        for (auto d = begin; d != end; ++d)
-          if (d->second == request_id) {
-            deadlines_.erase(d);
-            break;
-          }
-      }
-      pending_.erase(it);
+      forget_pending_locked(it);
       found = true;
     }
   }

@@ -112,6 +112,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void handle_handshake_frame(wire::Frame&& frame);
   void handle_frame(wire::Frame&& frame, std::vector<wire::Frame>& requests);
   void deliver_reply(wire::Frame&& frame, bool final);
+  // Removes a pending call and its deadline; pending_mutex_ must be held.
+  void forget_pending_locked(std::unordered_map<std::uint64_t, PendingCall>::iterator it);
   void send_error(std::uint64_t request_id, ErrorKind kind, std::string message);
   void fail(Error error);
   void protocol_error(const Error& error);
