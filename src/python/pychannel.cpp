@@ -256,27 +256,15 @@ void Responder::reply(nb::handle value) {
   frame.header.type = wire::MessageType::reply;
   frame.header.request_id = id_;
   nb::object channel = nb::steal(make_channel_object(connection_));
-  if (!encode_into(value.ptr(), encoding_, frame, channel.ptr())) {
-    wire::OutFrame error;
-    error.header.type = wire::MessageType::error;
-    error.header.request_id = id_;
-    error.header.encoding = wire::Encoding::msgpack;
-    error.payload = error_body_from_current_exception(ErrorKind::bad_request);
-    connection_->send(std::move(error));
-    return;
-  }
+  if (!encode_into(value.ptr(), encoding_, frame, channel.ptr()))
+    return send_current_exception(*connection_, id_, ErrorKind::bad_request);
   connection_->send(std::move(frame));
 }
 
 void Responder::fail(nb::handle exception) {
   if (std::exchange(done_, true)) return;
   PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(exception.ptr())), exception.ptr());
-  wire::OutFrame error;
-  error.header.type = wire::MessageType::error;
-  error.header.request_id = id_;
-  error.header.encoding = wire::Encoding::msgpack;
-  error.payload = error_body_from_current_exception(ErrorKind::failed);
-  connection_->send(std::move(error));
+  send_current_exception(*connection_, id_, ErrorKind::failed);
 }
 
 PyObject* make_channel_object(const std::shared_ptr<rpc::Connection>& connection) {

@@ -30,14 +30,6 @@ void send_error(rpc::Connection& connection, std::uint64_t id, ErrorKind kind, s
   connection.send(std::move(frame));
 }
 
-// Sends the Python exception currently set as an ERROR frame.
-void send_current_exception(rpc::Connection& connection, std::uint64_t id, ErrorKind kind) {
-  auto frame = frame_of(wire::MessageType::error, id);
-  frame.header.encoding = wire::Encoding::msgpack;
-  frame.payload = error_body_from_current_exception(kind);
-  connection.send(std::move(frame));
-}
-
 // Sends a value as REPLY or STREAM_ITEM; an unencodable value becomes a bad_request error.
 bool send_value(rpc::Connection& connection, std::uint64_t id, wire::MessageType type, PyObject* value,
                 wire::Encoding encoding, PyObject* channel) {
@@ -73,6 +65,13 @@ void stream_items(rpc::Connection& connection, std::uint64_t id, PyObject* itera
 }
 
 }  // namespace
+
+void send_current_exception(rpc::Connection& connection, std::uint64_t id, ErrorKind kind) {
+  auto frame = frame_of(wire::MessageType::error, id);
+  frame.header.encoding = wire::Encoding::msgpack;
+  frame.payload = error_body_from_current_exception(kind);
+  connection.send(std::move(frame));
+}
 
 ConnectionState::~ConnectionState() {
   if (Py_IsInitialized()) {

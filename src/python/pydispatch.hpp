@@ -43,6 +43,9 @@ class Dispatcher final : public rpc::RequestHandler {
   PyObject* published_;  // strong reference
 };
 
+// Sends the Python exception currently set (and clears it) as an ERROR frame answering `id`.
+void send_current_exception(rpc::Connection& connection, std::uint64_t id, ErrorKind kind);
+
 // The Channel for a connection, created on first use (GIL held); borrowed reference.
 PyObject* channel_for(const std::shared_ptr<rpc::Connection>& connection);
 

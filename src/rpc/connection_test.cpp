@@ -39,11 +39,16 @@ struct Pair {
   std::shared_ptr<Connection> client, server;
 };
 
-Pair connect_in_memory(Runtime& runtime, AuthConfig client_auth = {}, AuthConfig server_auth = {}) {
+// Never answers: for tests of deadlines and disconnects.
+class SilentHandler final : public RequestHandler {
+  void on_request(const std::shared_ptr<Connection>&, wire::Frame&&) override {}
+};
+
+Pair connect_in_memory(Runtime& runtime, std::shared_ptr<RequestHandler> server_handler = std::make_shared<EchoHandler>()) {
   auto [a, b] = net::make_memory_pipe(runtime.executor());
   Pair pair;
-  pair.server = Connection::create(std::move(b), Connection::Role::server, server_auth, {}, std::make_shared<EchoHandler>());
-  pair.client = Connection::create(std::move(a), Connection::Role::client, client_auth, {}, nullptr);
+  pair.server = Connection::create(std::move(b), Connection::Role::server, {}, {}, std::move(server_handler));
+  pair.client = Connection::create(std::move(a), Connection::Role::client, {}, {}, nullptr);
   std::promise<Result<Negotiated>> done;
   pair.server->start([](const Result<Negotiated>&) {});
   pair.client->start([&](const Result<Negotiated>& r) { done.set_value(r); });
@@ -73,16 +78,7 @@ TEST(Connection, MultiplexesManyCallsInFlight) {
 // A call with a deadline that the peer never answers fails with `timeout`.
 TEST(Connection, DeadlineFailsAnUnansweredCall) {
   Runtime runtime(1);
-  auto [a, b] = net::make_memory_pipe(runtime.executor());
-  class Silent final : public RequestHandler {
-    void on_request(const std::shared_ptr<Connection>&, wire::Frame&&) override {}
-  };
-  auto server = Connection::create(std::move(b), Connection::Role::server, {}, {}, std::make_shared<Silent>());
-  auto client = Connection::create(std::move(a), Connection::Role::client, {}, {}, nullptr);
-  std::promise<void> ready;
-  server->start([](const Result<Negotiated>&) {});
-  client->start([&](const Result<Negotiated>&) { ready.set_value(); });
-  ready.get_future().wait();
+  auto [client, server] = connect_in_memory(runtime, std::make_shared<SilentHandler>());
   auto sink = std::make_shared<WaitingSink>();
   ASSERT_TRUE(client->call(request("x"), sink, Clock::now() + std::chrono::milliseconds(50)).ok());
   auto outcome = sink->wait(Clock::now() + std::chrono::seconds(10));
@@ -97,16 +93,7 @@ TEST(Connection, DeadlineFailsAnUnansweredCall) {
 // When the peer goes away, every pending call fails as disconnected instead of hanging.
 TEST(Connection, PendingCallsFailWhenThePeerCloses) {
   Runtime runtime(1);
-  auto [a, b] = net::make_memory_pipe(runtime.executor());
-  class Silent final : public RequestHandler {
-    void on_request(const std::shared_ptr<Connection>&, wire::Frame&&) override {}
-  };
-  auto server = Connection::create(std::move(b), Connection::Role::server, {}, {}, std::make_shared<Silent>());
-  auto client = Connection::create(std::move(a), Connection::Role::client, {}, {}, nullptr);
-  std::promise<void> ready;
-  server->start([](const Result<Negotiated>&) {});
-  client->start([&](const Result<Negotiated>&) { ready.set_value(); });
-  ready.get_future().wait();
+  auto [client, server] = connect_in_memory(runtime, std::make_shared<SilentHandler>());
   auto sink = std::make_shared<WaitingSink>();
   ASSERT_TRUE(client->call(request("x"), sink).ok());
   server->close("going away");
