@@ -1,13 +1,22 @@
 """Server: publishes Python objects by name and serves them in the background until close()."""
 from __future__ import annotations
 
-import os
+import atexit
+import weakref
 
 from . import _core
 from ._private.runtime import secret_bytes
 from .expose import describe
 
 _MODES = ("single", "session", "percall")
+_open_servers: "weakref.WeakSet[Server]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_servers():
+    """A server still open when the interpreter exits is closed while Python can still run it."""
+    for server in list(_open_servers):
+        server.close()
 
 
 class _Meta:
@@ -40,14 +49,16 @@ class Server:
         self._core = _core.Server(self._published, host, port, unix_path, secret_bytes(secret), allow_pickle,
                                   dispatch_threads, heartbeat, idle_timeout, max_frame)
         self._unix_path = unix_path
+        self._address = self._core.address
+        _open_servers.add(self)
 
     @property
     def address(self) -> str:
         """'host:port' (or the Unix socket path) that clients connect to."""
-        return self._core.address
+        return self._address
 
     def uri(self, name: str) -> str:
-        return self._core.uri(name)
+        return _core.format_uri(self._address, name)
 
     def register(self, obj, name: str | None = None, mode: str = "single") -> str:
         """Publishes `obj` under `name` and returns its URI.
@@ -77,7 +88,10 @@ class Server:
 
     def close(self) -> None:
         """Stops accepting, closes every connection and joins the dispatch threads."""
-        self._core.close()
+        core, self._core = self._core, None
+        if core is not None:
+            core.close()
+        _open_servers.discard(self)
 
     def __enter__(self):
         return self

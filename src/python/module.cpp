@@ -48,14 +48,33 @@ net::Endpoint endpoint_of(const std::string& host, int port, const std::optional
   return endpoint;
 }
 
+// Each io thread keeps one Python thread state for its whole life. Without this every request
+// would create and destroy a thread state (and its frame stack) when it takes the GIL.
+rpc::Runtime::ThreadHooks python_thread_hooks() {
+  return {
+      [] {
+        PyGILState_Ensure();
+        PyEval_SaveThread();
+      },
+      [] {
+        if (!Py_IsInitialized() || _Py_IsFinalizing()) return;  // the process is ending: leave it
+        PyEval_RestoreThread(PyGILState_GetThisThreadState());
+        PyGILState_Release(PyGILState_UNLOCKED);
+      },
+  };
+}
+
 // The process's client side: io threads plus a dispatcher for callbacks the peers make into us.
 class ClientRuntime {
  public:
+  // One io thread more than callbacks may use, so replies are read while callbacks run.
   explicit ClientRuntime(std::size_t threads)
-      : runtime_(threads), dispatcher_(std::make_shared<Dispatcher>(nullptr)) {}
+      : runtime_(std::max<std::size_t>(threads, 2), python_thread_hooks()),
+        dispatcher_(std::make_shared<Dispatcher>(nullptr, runtime_.executor(), std::max<std::size_t>(threads, 2) - 1)) {}
   ~ClientRuntime() {
     nb::gil_scoped_release release;
     runtime_.stop();
+    dispatcher_->stop();
   }
   Channel connect(const std::string& uri_or_address, std::optional<nb::bytes> secret, bool want_pickle,
                   double timeout, double heartbeat, double idle_timeout, std::uint64_t max_frame) {
@@ -87,8 +106,9 @@ class Server {
   Server(nb::dict published, const std::string& host, int port, std::optional<std::string> unix_path,
          std::optional<nb::bytes> secret, bool allow_pickle, std::size_t threads, double heartbeat,
          double idle_timeout, std::uint64_t max_frame)
-      : runtime_(std::make_unique<rpc::Runtime>(threads)) {
-    auto dispatcher = std::make_shared<Dispatcher>(published.ptr());
+      : runtime_(std::make_unique<rpc::Runtime>(threads + 1, python_thread_hooks())),
+        dispatcher_(std::make_shared<Dispatcher>(published.ptr(), runtime_->executor(), threads)) {
+    auto& dispatcher = dispatcher_;
     rpc::AuthConfig auth{secret_text(secret), allow_pickle, false};
     Result<std::unique_ptr<rpc::Listener>> listener = Error{};
     {
@@ -108,12 +128,14 @@ class Server {
     nb::gil_scoped_release release;
     listener_->close();
     runtime_->stop();
+    dispatcher_->stop();
     listener_.reset();
     runtime_.reset();
   }
 
  private:
-  std::unique_ptr<rpc::Runtime> runtime_;
+  std::unique_ptr<rpc::Runtime> runtime_;  // dispatch threads + 1 io threads: one always reads
+  std::shared_ptr<Dispatcher> dispatcher_;
   std::unique_ptr<rpc::Listener> listener_;
 };
 

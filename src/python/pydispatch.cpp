@@ -92,7 +92,18 @@ PyObject* channel_for(const std::shared_ptr<rpc::Connection>& connection) {
   return state->channel;
 }
 
-Dispatcher::Dispatcher(PyObject* published) : published_(published) { Py_XINCREF(published_); }
+Dispatcher::Dispatcher(PyObject* published, asio::any_io_executor executor, std::size_t limit)
+    : published_(published),
+      queue_(executor, rpc::DispatchQueue::Options{limit},
+             [this](const std::shared_ptr<rpc::Connection>& connection, wire::Frame&& frame) {
+               on_request(connection, std::move(frame));
+             }) {
+  Py_XINCREF(published_);
+}
+
+void Dispatcher::on_requests(const std::shared_ptr<rpc::Connection>& connection, std::vector<wire::Frame>&& frames) {
+  queue_.submit(connection, std::move(frames));
+}
 
 Dispatcher::~Dispatcher() {
   if (Py_IsInitialized()) {

@@ -11,6 +11,7 @@
 #include <mutex>
 
 #include "rpc/connection.hpp"
+#include "rpc/dispatch_queue.hpp"
 
 namespace tether::python {
 
@@ -30,17 +31,21 @@ struct ConnectionState : rpc::Connection::Attachment {
 class Dispatcher final : public rpc::RequestHandler {
  public:
   // `published` is a dict name -> (target, mode, methods, oneway, streams), owned by the Python Server.
-  explicit Dispatcher(PyObject* published);
+  // Requests run on `executor`'s threads, at most `limit` at once (see rpc::DispatchQueue).
+  Dispatcher(PyObject* published, asio::any_io_executor executor, std::size_t limit);
   ~Dispatcher() override;
+  void stop() { queue_.stop(); }
 
   void on_open(rpc::Connection& connection) override;
   void on_request(const std::shared_ptr<rpc::Connection>& connection, wire::Frame&& frame) override;
+  void on_requests(const std::shared_ptr<rpc::Connection>& connection, std::vector<wire::Frame>&& frames) override;
   void on_cancel(rpc::Connection& connection, std::uint64_t request_id) override;
   void on_closed(rpc::Connection& connection, const Error& error) override;
 
  private:
   void dispatch(const std::shared_ptr<rpc::Connection>& connection, wire::Frame& frame);
   PyObject* published_;  // strong reference
+  rpc::DispatchQueue queue_;
 };
 
 // Sends the Python exception currently set (and clears it) as an ERROR frame answering `id`.

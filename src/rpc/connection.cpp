@@ -9,6 +9,7 @@ namespace {
 using wire::MessageType;
 
 std::atomic<std::uint64_t> next_connection_id{1};
+thread_local Connection* deferring_connection = nullptr;
 
 Clock::rep now_ticks() { return Clock::now().time_since_epoch().count(); }
 Clock::time_point from_ticks(Clock::rep ticks) { return Clock::time_point(Clock::duration(ticks)); }
@@ -91,15 +92,45 @@ void Connection::on_read(std::error_code ec, std::size_t count) {
   }
   if (closed_.load(std::memory_order_acquire)) return;
   // Read on before dispatching, so another io thread can serve this connection meanwhile.
-  start_read();
-  auto self = shared_from_this();
-  for (auto& request : requests) {
-    if (!handler_) {
+  continue_reading();
+  if (requests.empty()) return;
+  if (!handler_) {
+    for (auto& request : requests)
       send_error(request.header.request_id, ErrorKind::unimplemented, "this side serves no objects");
-      continue;
-    }
-    handler_->on_request(self, std::move(request));
+    return;
   }
+  handler_->on_requests(shared_from_this(), std::move(requests));
+}
+
+void Connection::continue_reading() {
+  if (pause_requested_.load(std::memory_order_acquire)) {
+    read_parked_.store(true, std::memory_order_release);
+    // A resume that ran between the check and the park must not be lost.
+    bool parked = true;
+    if (pause_requested_.load(std::memory_order_acquire) || !read_parked_.compare_exchange_strong(parked, false)) return;
+  }
+  start_read();
+}
+
+void Connection::adjust_backlog(std::ptrdiff_t delta, std::size_t high) {
+  bool resume = false;
+  {
+    std::lock_guard lock(backlog_mutex_);
+    backlog_ = static_cast<std::size_t>(static_cast<std::ptrdiff_t>(backlog_) + delta);
+    bool paused = pause_requested_.load(std::memory_order_relaxed);
+    if (!paused && backlog_ > high) pause_requested_.store(true, std::memory_order_release);
+    resume = paused && backlog_ <= high / 2;
+    if (resume) pause_requested_.store(false, std::memory_order_release);
+  }
+  if (resume) resume_reading();
+}
+
+void Connection::resume_reading() {
+  bool parked = true;
+  if (read_parked_.compare_exchange_strong(parked, false))
+    asio::post(transport_->executor(), [self = shared_from_this()] {
+      if (self->is_open()) self->start_read();
+    });
 }
 
 void Connection::handle_handshake_frame(wire::Frame&& frame) {
@@ -272,7 +303,25 @@ Status Connection::send(wire::OutFrame&& frame) {
   last_sent_.store(now_ticks(), std::memory_order_relaxed);
   write_queue_.push_back(QueuedFrame{std::move(frame), 0});
   if (write_in_flight_) return ok_status();  // coalesced into the next write
+  if (deferring_connection == this) {
+    if (!std::exchange(flush_posted_, true))
+      asio::post(transport_->executor(), [self = shared_from_this()] { self->flush(); });
+    return ok_status();
+  }
   // Fast path: write from the calling thread while the socket has room; no thread hop.
+  return write_queued(lock);
+}
+
+void Connection::flush() {
+  std::unique_lock lock(write_mutex_);
+  flush_posted_ = false;
+  if (write_in_flight_ || write_queue_.empty() || closed_.load(std::memory_order_acquire)) return;
+  write_queued(lock);
+}
+
+// Writes the queued frames from this thread as far as the socket takes them without blocking, and
+// leaves the rest to an async write. Called with write_mutex_ held and no write in flight.
+Status Connection::write_queued(std::unique_lock<std::mutex>& lock) {
   auto buffers = gather(write_queue_);
   auto written = transport_->try_write(buffers);
   if (!written) {
@@ -280,17 +329,25 @@ Status Connection::send(wire::OutFrame&& frame) {
     fail(written.error());
     return written.error();
   }
-  std::size_t total = write_queue_.back().frame.wire_size();
-  if (*written == total) {
-    auto done = std::move(write_queue_.back());
-    write_queue_.pop_back();
-    lock.unlock();  // the frame's buffers are released outside the lock (they may need the GIL)
-    return ok_status();
+  std::size_t remaining = *written;
+  std::deque<QueuedFrame> done;
+  while (!write_queue_.empty()) {
+    std::size_t left = write_queue_.front().frame.wire_size() - write_queue_.front().written;
+    if (remaining < left) break;
+    remaining -= left;
+    done.push_back(std::move(write_queue_.front()));
+    write_queue_.pop_front();
   }
-  write_queue_.back().written = *written;
-  start_async_write_locked();
+  if (!write_queue_.empty()) {
+    write_queue_.front().written += remaining;
+    start_async_write_locked();
+  }
+  lock.unlock();  // the written frames' buffers are released outside the lock (they may need the GIL)
   return ok_status();
 }
+
+Connection::DeferFlush::DeferFlush(Connection* connection) : previous_(std::exchange(deferring_connection, connection)) {}
+Connection::DeferFlush::~DeferFlush() { deferring_connection = previous_; }
 
 void Connection::start_async_write_locked() {
   write_in_flight_ = true;

@@ -46,6 +46,10 @@ class RequestHandler {
   virtual ~RequestHandler() = default;
   virtual void on_open(Connection&) {}
   virtual void on_request(const std::shared_ptr<Connection>& connection, wire::Frame&& frame) = 0;
+  // The REQUESTs of one read, in order; by default each goes to on_request on this thread.
+  virtual void on_requests(const std::shared_ptr<Connection>& connection, std::vector<wire::Frame>&& frames) {
+    for (auto& frame : frames) on_request(connection, std::move(frame));
+  }
   virtual void on_cancel(Connection&, std::uint64_t /*request_id*/) {}
   virtual void on_credit(Connection&, std::uint64_t /*request_id*/, std::uint64_t /*count*/) {}
   // Runs after each batch of replies was delivered, before the next read, on the same thread.
@@ -80,6 +84,24 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Graceful close: CLOSE to the peer, then shutdown. Pending calls fail as disconnected.
   void close(std::string reason);
 
+  // Backpressure: counts requests handed to the handler and not yet started. Reading pauses when
+  // the count goes over `high` (the peer's writes then back up in TCP) and resumes at high / 2.
+  // The decision is taken together with the count, so a pause can never outlive its backlog.
+  void adjust_backlog(std::ptrdiff_t delta, std::size_t high);
+
+  // While one is alive on a thread, that thread's sends to `connection` are queued, and one flush
+  // is posted to the io threads, so a batch of replies leaves in one write.
+  class DeferFlush {
+   public:
+    explicit DeferFlush(Connection* connection);
+    ~DeferFlush();
+    DeferFlush(const DeferFlush&) = delete;
+    DeferFlush& operator=(const DeferFlush&) = delete;
+
+   private:
+    Connection* previous_;
+  };
+
   bool is_open() const { return !closed_.load(std::memory_order_acquire); }
   const Negotiated& negotiated() const { return negotiated_; }
   std::string describe() const { return description_; }
@@ -108,6 +130,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   };
 
   void start_read();
+  void continue_reading();  // starts the next read unless paused
+  void resume_reading();
+  Status write_queued(std::unique_lock<std::mutex>& lock);
   void on_read(std::error_code ec, std::size_t count);
   void handle_handshake_frame(wire::Frame&& frame);
   void handle_frame(wire::Frame&& frame, std::vector<wire::Frame>& requests);
@@ -119,6 +144,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void protocol_error(const Error& error);
 
   void start_async_write_locked();
+  void flush();  // writes what is queued, if no write is in flight
   void on_write_done(std::error_code ec);
   static std::vector<asio::const_buffer> gather(const std::deque<QueuedFrame>& queue);
 
@@ -144,6 +170,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::deque<QueuedFrame> write_queue_;
   bool write_in_flight_ = false;
   std::size_t frames_in_flight_ = 0;  // how many queued frames the write in flight covers
+  bool flush_posted_ = false;
+
+  std::atomic<bool> pause_requested_{false};
+  std::atomic<bool> read_parked_{false};  // the read chain stopped because of a pause
+  std::mutex backlog_mutex_;
+  std::size_t backlog_ = 0;
 
   mutable std::mutex pending_mutex_;
   std::unordered_map<std::uint64_t, PendingCall> pending_;

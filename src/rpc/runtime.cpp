@@ -7,9 +7,14 @@
 
 namespace tether::rpc {
 
-Runtime::Runtime(std::size_t threads) : work_(asio::make_work_guard(context_)) {
+Runtime::Runtime(std::size_t threads, ThreadHooks hooks) : work_(asio::make_work_guard(context_)) {
   threads = std::max<std::size_t>(threads, 1);
-  for (std::size_t i = 0; i < threads; ++i) threads_.emplace_back([this] { context_.run(); });
+  for (std::size_t i = 0; i < threads; ++i)
+    threads_.emplace_back([this, hooks] {
+      if (hooks.on_start) hooks.on_start();
+      context_.run();
+      if (hooks.on_exit) hooks.on_exit();
+    });
 }
 
 Runtime::~Runtime() { stop(); }

@@ -2,6 +2,7 @@
 // that the owner (the Python module, or a C++ program) creates and passes in: no hidden singleton.
 #pragma once
 
+#include <functional>
 #include <thread>
 #include <vector>
 
@@ -11,8 +12,14 @@ namespace tether::rpc {
 
 class Runtime {
  public:
+  // Run on each io thread when it starts and just before it ends; an embedding uses them to give
+  // its threads lasting per-thread state (the Python layer keeps one thread state per io thread).
+  struct ThreadHooks {
+    std::function<void()> on_start;
+    std::function<void()> on_exit;
+  };
   // Each thread runs the io loop and also runs the requests it reads (see docs/design.md).
-  explicit Runtime(std::size_t threads);
+  explicit Runtime(std::size_t threads, ThreadHooks hooks = {});
   ~Runtime();
   Runtime(const Runtime&) = delete;
   Runtime& operator=(const Runtime&) = delete;

@@ -180,7 +180,6 @@ KNOWN_GAPS = {
     "test_async.py::test_timed_out_call_cancels_the_remote_coroutine": "CANCEL does not yet cancel async methods",
     "test_async.py::test_cancelling_the_future_cancels_the_remote_coroutine": "CANCEL does not yet cancel async methods",
     "test_server.py::test_unregister_makes_the_name_unreachable_and_leaves_others": "proxies cache method metadata",
-    "test_server.py::test_sync_calls_run_in_parallel_on_dispatch_threads": "one connection's batch runs on one thread",
     "test_proxy.py::test_many_threads_mixing_futures_and_sync_calls": "under investigation",
 }
 
