@@ -20,10 +20,10 @@ class Channel {
       pending_read_ = PendingRead{into, std::move(handler)};
       return;
     }
-    auto [ec, n] = take(into);
+    auto taken = take(into);
     lock.unlock();
     flush_writers();
-    asio::post(executor_, [handler = std::move(handler), ec, n] { handler(ec, n); });
+    asio::post(executor_, [handler = std::move(handler), taken] { handler(taken.first, taken.second); });
   }
 
   std::size_t put(std::span<const asio::const_buffer> buffers, std::error_code& ec) {
@@ -91,9 +91,9 @@ class Channel {
     }
     auto pending = std::move(*pending_read_);
     pending_read_.reset();
-    auto [ec, n] = take(pending.into);
+    auto taken = take(pending.into);
     lock.unlock();
-    asio::post(executor_, [h = std::move(pending.handler), ec, n] { h(ec, n); });
+    asio::post(executor_, [h = std::move(pending.handler), taken] { h(taken.first, taken.second); });
   }
 
   // Moves queued async writes into the buffer as room appears, completing the finished ones.

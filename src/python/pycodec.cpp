@@ -316,7 +316,7 @@ PyObject* decode_ext(const char* data, std::uint32_t size, DecodeContext& contex
 // Builds Python objects from msgpack-cxx parse events; containers live on an explicit stack.
 class Builder {
  public:
-  Builder(DecodeContext& context, int depth) : context_(context), depth_(depth) {}
+  Builder(DecodeContext& context, int depth, std::size_t size) : context_(context), depth_(depth), size_(size) {}
   ~Builder() {
     for (auto& f : stack_) {
       Py_XDECREF(f.container);
@@ -336,11 +336,12 @@ class Builder {
   bool visit_str(const char* v, std::uint32_t size) { return add(PyUnicode_DecodeUTF8(v, size, "strict")); }
   bool visit_bin(const char* v, std::uint32_t size) { return add(PyBytes_FromStringAndSize(v, size)); }
   bool visit_ext(const char* v, std::uint32_t size) { return add(decode_ext(v, size, context_, depth_)); }
-  bool start_array(std::uint32_t n) { return push(PyList_New(n), false); }
+  // A container cannot hold more elements than the payload has bytes: refuse before allocating.
+  bool start_array(std::uint32_t n) { return n <= size_ ? push(PyList_New(n), false) : too_many(); }
   bool start_array_item() { return true; }
   bool end_array_item() { return true; }
   bool end_array() { return pop(); }
-  bool start_map(std::uint32_t) { return push(PyDict_New(), true); }
+  bool start_map(std::uint32_t n) { return std::size_t(n) * 2 <= size_ ? push(PyDict_New(), true) : too_many(); }
   bool start_map_key() { return true; }
   bool end_map_key() { return true; }
   bool start_map_value() { return true; }
@@ -358,6 +359,11 @@ class Builder {
     Py_ssize_t index;
     PyObject* key;
   };
+
+  bool too_many() {
+    fail("msgpack container declares more elements than the payload holds");
+    return false;
+  }
 
   void fail(const char* why) {
     failed_ = true;
@@ -406,13 +412,14 @@ class Builder {
 
   DecodeContext& context_;
   int depth_;
+  std::size_t size_;
   std::vector<Level> stack_;
   PyObject* result_ = nullptr;
   bool failed_ = false;
 };
 
 PyObject* decode_span(const char* data, std::size_t size, DecodeContext& context, int depth) {
-  Builder builder(context, depth);
+  Builder builder(context, depth, size);
   std::size_t offset = 0;
   bool complete = false;
   try {

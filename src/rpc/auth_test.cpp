@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
+
 namespace tether::rpc {
 namespace {
 
@@ -92,6 +94,27 @@ TEST(Handshake, MissingSecretIsDenied) {
   auto outcome = run(AuthConfig{"", false, false}, AuthConfig{"right", false, false});
   ASSERT_TRUE(outcome.client_error);
   EXPECT_EQ(outcome.client_error->kind, ErrorKind::denied);
+}
+
+}  // namespace
+}  // namespace tether::rpc
+
+namespace tether::rpc {
+namespace {
+
+// Found by the frame fuzzer: a HELLO whose few bytes declare a 4-billion-element array must be
+// refused as bad_request without allocating the array.
+TEST(Handshake, HelloDeclaringAHugeArrayIsRefusedCheaply) {
+  Handshake server(Handshake::Role::server, AuthConfig{}, {}, std::chrono::milliseconds(1000));
+  const unsigned char body[] = {0x81, 0xa8, 'v', 'e', 'r', 's', 'i', 'o', 'n', 's', 0xdd, 0xff, 0xff, 0xff, 0xff};
+  wire::Frame hello;
+  hello.header.type = wire::MessageType::hello;
+  hello.header.encoding = wire::Encoding::msgpack;
+  hello.body = std::make_shared<wire::Bytes>(sizeof body);
+  std::memcpy(hello.body->data(), body, sizeof body);
+  auto step = server.on_frame(hello);
+  ASSERT_TRUE(step.failure.has_value());
+  EXPECT_EQ(step.failure->kind, ErrorKind::bad_request);
 }
 
 }  // namespace

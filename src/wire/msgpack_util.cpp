@@ -4,8 +4,13 @@
 namespace tether::wire {
 
 Result<msgpack::object_handle> unpack_body(std::span<const std::byte> body) {
+  // Every element takes at least one byte, so no honest count exceeds the body size; the limits
+  // stop a tiny frame from declaring a huge container that would be allocated up front.
+  std::size_t n = body.size();
+  msgpack::unpack_limit limit(n, n / 2, n, n, n, 64);
   try {
-    return msgpack::unpack(reinterpret_cast<const char*>(body.data()), body.size());
+    std::size_t offset = 0;
+    return msgpack::unpack(reinterpret_cast<const char*>(body.data()), body.size(), offset, nullptr, nullptr, limit);
   } catch (const std::exception& e) {
     return Error{ErrorKind::bad_request, std::string("malformed msgpack body: ") + e.what()};
   }

@@ -345,6 +345,26 @@ def test_undecodable_request_body_is_bad_request_and_the_connection_kept(target,
     assert (reply.type, reply.request_id, reply.value()) == (REPLY, 6, 3)
 
 
+def test_request_declaring_a_huge_array_is_refused_without_allocating_it(target, raw):
+    """Found by the payload fuzzer: 5 bytes declaring 4 billion elements must fail that request only."""
+    handshake(raw)
+    raw.sendall(frame(REQUEST, b"\xdd\xff\xff\xff\xff", request_id=5, meta=b"target\0echo"))
+    error = recv_frame(raw)
+    assert (error.type, error.request_id) == (ERROR, 5)
+    assert error.value()["kind"] == "bad_request"
+    raw.sendall(request_frame(6, "target", "add", [1, 2]))
+    reply = recv_frame(raw)
+    assert (reply.type, reply.request_id, reply.value()) == (REPLY, 6, 3)
+
+
+def test_hello_declaring_a_huge_array_is_refused(target, raw):
+    """Found by the frame fuzzer: a HELLO whose body declares a 4-billion-element array is refused
+    cleanly instead of being allocated, and the server serves everyone else."""
+    raw.sendall(frame(HELLO, b"\x81\xa8versions\xdd\xff\xff\xff\xff"))
+    assert_closed_with(raw, "bad_request", error_required=True)
+    assert_server_healthy(target[2])
+
+
 def test_unknown_body_encoding_is_bad_request_and_the_connection_kept(target, raw):
     """An encoding number the server does not know fails that request only."""
     handshake(raw)
