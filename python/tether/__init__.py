@@ -7,7 +7,7 @@ from . import _core
 from ._private import hooks as _hooks
 from .codec import register_type
 from .errors import (AuthenticationError, CallTimeoutError, CommunicationError, ConnectionClosedError,
-                     ProtocolError, RemoteError, TetherError)
+                     NoSuchObjectError, ProtocolError, RemoteError, TetherError)
 from .expose import expose, oneway
 from .naming import NameServer, locate_ns
 from .proxy import Future, Proxy
@@ -18,6 +18,6 @@ _hooks.install()
 __version__ = "0.1.0"
 __all__ = [
     "AuthenticationError", "CallTimeoutError", "CommunicationError", "ConnectionClosedError", "Future",
-    "NameServer", "ProtocolError", "Proxy", "RemoteError", "Server", "TetherError", "expose", "locate_ns",
+    "NameServer", "NoSuchObjectError", "ProtocolError", "Proxy", "RemoteError", "Server", "TetherError", "expose", "locate_ns",
     "oneway", "register_type",
 ]

@@ -26,8 +26,9 @@ def _register_numpy() -> None:
         return
 
     def to_state(array):
-        array = numpy.ascontiguousarray(array)
-        return [array.dtype.str, list(array.shape), memoryview(array).cast("B") if array.size else b""]
+        shape = list(array.shape)  # before ascontiguousarray, which makes 0-d arrays 1-d
+        data = numpy.ascontiguousarray(array)
+        return [array.dtype.str, shape, memoryview(data).cast("B") if data.size else b""]
 
     def from_state(state):
         dtype, shape, data = state

@@ -46,6 +46,12 @@ class RemoteError(TetherError):
         return f"{self.remote_type}: {self.args[0]}" if self.remote_type else str(self.args[0])
 
 
+class NoSuchObjectError(TetherError, LookupError):
+    """The server has no object by that name, or the object exposes no method by that name."""
+
+    kind = "unimplemented"
+
+
 class ProtocolError(TetherError):
     """The peer sent something this side does not understand (bad_request or unimplemented)."""
 
@@ -57,7 +63,7 @@ _KIND_TO_CLASS = {
     "timeout": CallTimeoutError,
     "denied": AuthenticationError,
     "bad_request": ProtocolError,
-    "unimplemented": ProtocolError,
+    "unimplemented": NoSuchObjectError,
     "overloaded": CommunicationError,
     "cancelled": TetherError,
 }
@@ -81,10 +87,7 @@ def _make_error(kind, message, type_name, args, traceback):
     if kind == "failed":
         return RemoteError(message, type_name, traceback)
     cls = _KIND_TO_CLASS.get(kind, TetherError)
-    if kind == "unimplemented" and "method" in message:
-        exc = ProtocolError(message)
-        exc.kind = "unimplemented"
-    elif kind == "disconnected" and message.startswith("cannot connect"):
+    if kind == "disconnected" and message.startswith("cannot connect"):
         exc = CommunicationError(message)
     else:
         exc = cls(message)

@@ -7,7 +7,7 @@ import threading
 
 from . import _core
 from ._private.runtime import client_runtime, secret_bytes
-from .errors import TetherError
+from .errors import NoSuchObjectError
 
 _ENCODINGS = {"msgpack": 1, "pickle": 2}
 
@@ -102,8 +102,12 @@ class Proxy:
             if self._channel is None:
                 channel = client_runtime().connect(self._uri, secret=self._secret,
                                                    want_pickle=self._encoding == 2, timeout=self._connect_timeout)
-                methods, oneway, streams = channel.call("$meta", "describe", (self._object,), None,
-                                                        self.timeout or float(self._connect_timeout), 1)
+                try:
+                    methods, oneway, streams = channel.call("$meta", "describe", (self._object,), None,
+                                                            self.timeout or float(self._connect_timeout), 1)
+                except LookupError as exc:
+                    channel.close()
+                    raise NoSuchObjectError(f"{self._uri}: {exc}") from None
                 self._methods = {m: _RemoteMethod(self, m, m in oneway, m in streams) for m in methods}
                 self._channel = channel
             return self._channel

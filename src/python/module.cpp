@@ -213,7 +213,8 @@ NB_MODULE(_core, m) {
       .def_prop_ro("is_open", &Channel::is_open)
       .def_prop_ro("pickle_allowed", &Channel::pickle_allowed)
       .def_prop_ro("authenticated", &Channel::authenticated)
-      .def_prop_ro("peer", &Channel::peer);
+      .def_prop_ro("peer", &Channel::peer)
+      .def_prop_ro("pending_calls", [](const Channel& c) { return c.connection()->pending_calls(); });
 
   nb::class_<StreamIterator>(m, "StreamIterator")
       .def("__iter__", [](nb::handle self) { return nb::borrow(self); })

@@ -84,7 +84,11 @@ class FutureSink final : public rpc::ReplySink {
     bool already = done == Py_True;
     Py_XDECREF(done);
     if (!already) {
-      PyObject* r = PyObject_CallMethod(future_, method, "O", argument);
+      // One argument, never unpacked: a tuple result must arrive as one tuple.
+      PyObject* name = PyUnicode_FromString(method);
+      PyObject* r = name ? PyObject_CallMethodOneArg(future_, name, argument) : nullptr;
+      Py_XDECREF(name);
+      if (!r) PyErr_WriteUnraisable(future_);  // a broken future is a bug worth seeing, not hiding
       Py_XDECREF(r);
     }
     PyErr_Clear();
@@ -252,6 +256,7 @@ void StreamIterator::close() {
 
 void Responder::reply(nb::handle value) {
   if (std::exchange(done_, true)) return;
+  forget_async_call(*connection_, id_);
   wire::OutFrame frame;
   frame.header.type = wire::MessageType::reply;
   frame.header.request_id = id_;
@@ -263,6 +268,7 @@ void Responder::reply(nb::handle value) {
 
 void Responder::fail(nb::handle exception) {
   if (std::exchange(done_, true)) return;
+  forget_async_call(*connection_, id_);
   PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(exception.ptr())), exception.ptr());
   send_current_exception(*connection_, id_, ErrorKind::failed);
 }

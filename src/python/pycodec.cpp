@@ -197,7 +197,15 @@ bool encode(PyObject* value, wire::Packer& packer, EncodeContext& context, int d
   }
   if (PyLong_Check(value)) return encode_int(value, packer);
   if (PyFloat_Check(value)) {
-    packer.pack_double(PyFloat_AS_DOUBLE(value));
+    // Always float64 on the wire: msgpack-cxx's pack_double would send 1.0 or -0.0 as an integer,
+    // and the profile promises that a float arrives as a float.
+    double number = PyFloat_AS_DOUBLE(value);
+    std::uint64_t bits;
+    std::memcpy(&bits, &number, sizeof bits);
+    char out[9];
+    out[0] = static_cast<char>(0xcb);
+    for (int i = 0; i < 8; ++i) out[1 + i] = static_cast<char>((bits >> (8 * (7 - i))) & 0xff);
+    context.out->insert(context.out->end(), reinterpret_cast<std::byte*>(out), reinterpret_cast<std::byte*>(out) + 9);
     return true;
   }
   if (PyUnicode_Check(value)) {

@@ -84,6 +84,15 @@ void ConnectionState::clear() {
   Py_CLEAR(exports);
   Py_CLEAR(sessions);
   Py_CLEAR(channel);
+  Py_CLEAR(async_calls);
+}
+
+void forget_async_call(rpc::Connection& connection, std::uint64_t request_id) {
+  auto* state = static_cast<ConnectionState*>(connection.attachment());
+  if (!state || !state->async_calls) return;
+  PyObject* key = PyLong_FromUnsignedLongLong(request_id);
+  if (PyDict_DelItem(state->async_calls, key) != 0) PyErr_Clear();
+  Py_DECREF(key);
 }
 
 PyObject* channel_for(const std::shared_ptr<rpc::Connection>& connection) {
@@ -118,8 +127,21 @@ void Dispatcher::on_open(rpc::Connection& connection) {
 
 void Dispatcher::on_cancel(rpc::Connection& connection, std::uint64_t request_id) {
   auto* state = static_cast<ConnectionState*>(connection.attachment());
-  std::lock_guard lock(state->cancelled_mutex);
-  state->cancelled.insert(request_id);
+  {
+    std::lock_guard lock(state->cancelled_mutex);
+    state->cancelled.insert(request_id);  // a stream stops at its next item
+  }
+  Gil gil;
+  if (!state->async_calls) return;
+  PyObject* key = PyLong_FromUnsignedLongLong(request_id);
+  PyObject* running = PyDict_GetItem(state->async_calls, key);  // an async method: cancel its task
+  if (running) {
+    PyObject* cancelled = PyObject_CallMethod(running, "cancel", nullptr);
+    Py_XDECREF(cancelled);
+    PyErr_Clear();
+    if (PyDict_DelItem(state->async_calls, key) != 0) PyErr_Clear();
+  }
+  Py_DECREF(key);
 }
 
 void Dispatcher::on_closed(rpc::Connection& connection, const Error&) {
@@ -233,10 +255,15 @@ void Dispatcher::dispatch(const std::shared_ptr<rpc::Connection>& connection, wi
     // The event loop finishes it and answers through the responder.
     PyObject* responder = make_responder_object(connection, id, encoding);
     PyObject* scheduled = PyObject_CallFunctionObjArgs(hooks().run_async, result, responder, nullptr);
-    Py_XDECREF(scheduled);
     Py_DECREF(responder);
     Py_DECREF(result);
-    if (!scheduled) send_current_exception(*connection, id, ErrorKind::failed);
+    if (!scheduled) return send_current_exception(*connection, id, ErrorKind::failed);
+    // Kept so a CANCEL can stop it; the responder forgets it when it answers.
+    if (!state->async_calls) state->async_calls = PyDict_New();
+    PyObject* key = PyLong_FromUnsignedLongLong(id);
+    PyDict_SetItem(state->async_calls, key, scheduled);
+    Py_DECREF(key);
+    Py_DECREF(scheduled);
     return;
   }
   if (PyGen_Check(result)) {

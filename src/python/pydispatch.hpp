@@ -22,6 +22,7 @@ struct ConnectionState : rpc::Connection::Attachment {
   PyObject* exports = nullptr;   // dict: int id -> exported object
   PyObject* sessions = nullptr;  // dict: object name -> instance (mode "session")
   PyObject* channel = nullptr;   // the Channel wrapping this connection, created on first need
+  PyObject* async_calls = nullptr;  // dict: request id -> future of a running async method
   std::mutex cancelled_mutex;
   std::unordered_set<std::uint64_t> cancelled;  // streams the peer cancelled
   ~ConnectionState() override;
@@ -50,6 +51,9 @@ class Dispatcher final : public rpc::RequestHandler {
 
 // Sends the Python exception currently set (and clears it) as an ERROR frame answering `id`.
 void send_current_exception(rpc::Connection& connection, std::uint64_t id, ErrorKind kind);
+
+// Forgets the running async method answering `request_id` (GIL held).
+void forget_async_call(rpc::Connection& connection, std::uint64_t request_id);
 
 // The Channel for a connection, created on first use (GIL held); borrowed reference.
 PyObject* channel_for(const std::shared_ptr<rpc::Connection>& connection);

@@ -170,24 +170,3 @@ def spawn():
         except subprocess.TimeoutExpired:
             child.kill()
 
-
-# Known gaps, each an open defect of issue 2. They are strict xfails, not skips: the test still
-# runs, and the suite fails loudly as soon as one of them starts passing, so the list stays honest.
-KNOWN_GAPS = {
-    "test_encoding.py::test_value_round_trips_exactly[negative_zero]": "float equality check of -0.0 vs codec",
-    "test_encoding.py::test_server_receives_the_same_types[1.0-float]": "server-side type check of floats",
-    "test_encoding.py::test_numpy_array_round_trips_with_dtype_and_shape[zero_dim]": "0-d numpy arrays",
-    "test_async.py::test_timed_out_call_cancels_the_remote_coroutine": "CANCEL does not yet cancel async methods",
-    "test_async.py::test_cancelling_the_future_cancels_the_remote_coroutine": "CANCEL does not yet cancel async methods",
-    "test_server.py::test_unregister_makes_the_name_unreachable_and_leaves_others": "proxies cache method metadata",
-    "test_proxy.py::test_many_threads_mixing_futures_and_sync_calls": "under investigation",
-}
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        reason = KNOWN_GAPS.get(item.nodeid.split("tests/python/")[-1])
-        if reason:
-            # A gap whose failure depends on thread timing may pass now and then; it is not strict.
-            strict = reason != "under investigation"
-            item.add_marker(pytest.mark.xfail(reason=f"known gap: {reason}", strict=strict))

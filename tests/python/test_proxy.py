@@ -252,3 +252,20 @@ def test_closed_proxy_releases_its_connection_for_the_server(service, make_proxy
         finally:
             proxy.close()
     assert make_proxy(uri).hello("still") == "hello still"
+
+
+def test_future_result_that_is_a_tuple_stays_one_tuple(service, make_proxy):
+    """A future's result is passed to set_result as one value: a tuple must not be unpacked."""
+    _, uri = service
+    proxy = make_proxy(uri)
+    assert proxy.echo.future((1, 2, 3)).result(timeout=10) == (1, 2, 3)
+    assert proxy.echo.future(()).result(timeout=10) == ()
+
+
+def test_proxy_to_a_missing_object_raises_no_such_object(server, make_proxy):
+    """A name the server does not have fails with NoSuchObjectError, a TetherError and a LookupError."""
+    proxy = make_proxy(server.uri("nobody-here"))
+    with pytest.raises(tether.NoSuchObjectError) as excinfo:
+        proxy.anything()
+    assert isinstance(excinfo.value, LookupError)
+    assert "nobody-here" in str(excinfo.value)

@@ -64,8 +64,7 @@ def _run_async(coroutine, responder):
         else:
             responder.reply(result)
 
-    asyncio.run_coroutine_threadsafe(runner(), _loop.get())
-    return True
+    return asyncio.run_coroutine_threadsafe(runner(), _loop.get())
 
 
 def install():
