@@ -223,6 +223,9 @@ void Channel::close(const std::string& reason) {
   connection_->close(reason);
 }
 
+// Half the initial credit: the producer never runs dry while the consumer keeps up.
+constexpr std::uint64_t kCreditBatch = 32;
+
 StreamIterator::StreamIterator(std::shared_ptr<rpc::Connection> connection, std::shared_ptr<Sink> sink, std::uint64_t id)
     : connection_(std::move(connection)), sink_(std::move(sink)), id_(id) {}
 
@@ -243,6 +246,17 @@ nb::object StreamIterator::next() {
   if (frame.header.type != wire::MessageType::stream_item) {
     finished_ = true;
     if (frame.header.type == wire::MessageType::reply) throw nb::stop_iteration();
+  } else if (++consumed_since_credit_ == kCreditBatch) {
+    // Items are granted back as the program consumes them, so a slow consumer slows the producer.
+    wire::OutFrame credit;
+    credit.header.type = wire::MessageType::credit;
+    credit.header.request_id = id_;
+    credit.header.encoding = wire::Encoding::msgpack;
+    wire::ByteSink sink{&credit.payload};
+    wire::Packer packer(sink);
+    packer.pack_uint64(consumed_since_credit_);
+    consumed_since_credit_ = 0;
+    connection_->send(std::move(credit));
   }
   nb::object channel = nb::steal(make_channel_object(connection_));
   return outcome_of(frame, channel.ptr());

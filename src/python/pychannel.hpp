@@ -61,6 +61,7 @@ class StreamIterator {
   std::shared_ptr<Sink> sink_;
   std::uint64_t id_;
   bool finished_ = false;
+  std::uint64_t consumed_since_credit_ = 0;
 };
 
 // Answers one request later, from any thread: used for async def methods.

@@ -41,22 +41,45 @@ bool send_value(rpc::Connection& connection, std::uint64_t id, wire::MessageType
   return connection.send(std::move(frame)).ok();
 }
 
-bool is_cancelled(rpc::Connection& connection, std::uint64_t id) {
+// Waits (GIL released) until the stream may send one more item; false when the caller cancelled
+// or the connection closed. Credit is spent here.
+bool take_stream_credit(rpc::Connection& connection, std::uint64_t id) {
   auto* state = static_cast<ConnectionState*>(connection.attachment());
-  std::lock_guard lock(state->cancelled_mutex);
-  return state->cancelled.erase(id) > 0;
+  bool granted = false;
+  Py_BEGIN_ALLOW_THREADS
+  std::unique_lock lock(state->stream_mutex);
+  state->stream_changed.wait(lock, [&] {
+    return state->closed || state->cancelled.count(id) || state->credits[id] > 0;
+  });
+  granted = !state->closed && !state->cancelled.count(id);
+  if (granted) --state->credits[id];
+  Py_END_ALLOW_THREADS
+  return granted;
 }
 
-// Streams a generator's items; the caller's CANCEL stops it between items.
+void end_stream(rpc::Connection& connection, std::uint64_t id) {
+  auto* state = static_cast<ConnectionState*>(connection.attachment());
+  std::lock_guard lock(state->stream_mutex);
+  state->cancelled.erase(id);
+  state->credits.erase(id);
+}
+
+// Streams a generator's items within the caller's credit; the caller's CANCEL stops it.
 void stream_items(rpc::Connection& connection, std::uint64_t id, PyObject* iterator, wire::Encoding encoding, PyObject* channel) {
+  {
+    auto* state = static_cast<ConnectionState*>(connection.attachment());
+    std::lock_guard lock(state->stream_mutex);
+    state->credits[id] += kInitialStreamCredit;
+  }
   for (;;) {
-    if (is_cancelled(connection, id) || !connection.is_open()) return;
+    if (!take_stream_credit(connection, id)) return end_stream(connection, id);
     PyObject* item = PyIter_Next(iterator);
     if (!item) break;
     bool sent = send_value(connection, id, wire::MessageType::stream_item, item, encoding, channel);
     Py_DECREF(item);
-    if (!sent) return;
+    if (!sent) return end_stream(connection, id);
   }
+  end_stream(connection, id);
   if (PyErr_Occurred()) {
     send_current_exception(connection, id, ErrorKind::failed);
     return;
@@ -128,9 +151,15 @@ void Dispatcher::on_open(rpc::Connection& connection) {
 void Dispatcher::on_cancel(rpc::Connection& connection, std::uint64_t request_id) {
   auto* state = static_cast<ConnectionState*>(connection.attachment());
   {
-    std::lock_guard lock(state->cancelled_mutex);
-    state->cancelled.insert(request_id);  // a stream stops at its next item
+    // A running stream stops at its next item; a request not yet started is skipped. Cancels of
+    // finished requests are dropped, and the set is capped against a peer that floods it.
+    constexpr std::size_t kMaxRemembered = 4096;
+    std::lock_guard lock(state->stream_mutex);
+    bool running_stream = state->credits.count(request_id) > 0;
+    bool not_started = request_id > state->highest_started && state->cancelled.size() < kMaxRemembered;
+    if (running_stream || not_started) state->cancelled.insert(request_id);
   }
+  state->stream_changed.notify_all();
   Gil gil;
   if (!state->async_calls) return;
   PyObject* key = PyLong_FromUnsignedLongLong(request_id);
@@ -144,10 +173,27 @@ void Dispatcher::on_cancel(rpc::Connection& connection, std::uint64_t request_id
   Py_DECREF(key);
 }
 
+void Dispatcher::on_credit(rpc::Connection& connection, std::uint64_t request_id, std::uint64_t count) {
+  auto* state = static_cast<ConnectionState*>(connection.attachment());
+  {
+    std::lock_guard lock(state->stream_mutex);
+    auto it = state->credits.find(request_id);
+    if (it == state->credits.end()) return;  // not a running stream: dropped, as the protocol says
+    it->second += static_cast<std::int64_t>(std::min<std::uint64_t>(count, 1u << 30));
+  }
+  state->stream_changed.notify_all();
+}
+
 void Dispatcher::on_closed(rpc::Connection& connection, const Error&) {
+  auto* state = static_cast<ConnectionState*>(connection.attachment());
+  {
+    std::lock_guard lock(state->stream_mutex);
+    state->closed = true;
+  }
+  state->stream_changed.notify_all();  // streams waiting for credit give up
   if (!Py_IsInitialized()) return;
   Gil gil;
-  static_cast<ConnectionState*>(connection.attachment())->clear();
+  state->clear();
 }
 
 void Dispatcher::on_request(const std::shared_ptr<rpc::Connection>& connection, wire::Frame&& frame) {
@@ -174,6 +220,11 @@ void Dispatcher::dispatch(const std::shared_ptr<rpc::Connection>& connection, wi
   if (frame.header.encoding == wire::Encoding::pickle && !connection->negotiated().pickle_allowed)
     return reject(ErrorKind::denied, "pickle is not allowed on this connection");
   auto* state = static_cast<ConnectionState*>(connection->attachment());
+  {
+    std::lock_guard lock(state->stream_mutex);
+    state->highest_started = std::max(state->highest_started, id);
+    if (state->cancelled.erase(id)) return;  // cancelled before it started: the caller has moved on
+  }
 
   // Find the target: an exported callback ("#id") or a published object.
   PyObject* target = nullptr;  // borrowed

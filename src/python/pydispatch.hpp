@@ -7,6 +7,8 @@
 
 #include <memory>
 #include <string>
+#include <condition_variable>
+#include <unordered_map>
 #include <unordered_set>
 #include <mutex>
 
@@ -23,8 +25,13 @@ struct ConnectionState : rpc::Connection::Attachment {
   PyObject* sessions = nullptr;  // dict: object name -> instance (mode "session")
   PyObject* channel = nullptr;   // the Channel wrapping this connection, created on first need
   PyObject* async_calls = nullptr;  // dict: request id -> future of a running async method
-  std::mutex cancelled_mutex;
-  std::unordered_set<std::uint64_t> cancelled;  // streams the peer cancelled
+  // Streams: what the peer cancelled, and the credit each running stream has left.
+  std::mutex stream_mutex;
+  std::condition_variable stream_changed;
+  std::unordered_set<std::uint64_t> cancelled;
+  std::unordered_map<std::uint64_t, std::int64_t> credits;
+  std::uint64_t highest_started = 0;  // cancels of later ids are for requests not yet started
+  bool closed = false;
   ~ConnectionState() override;
   void clear();  // needs the GIL
 };
@@ -41,6 +48,7 @@ class Dispatcher final : public rpc::RequestHandler {
   void on_request(const std::shared_ptr<rpc::Connection>& connection, wire::Frame&& frame) override;
   void on_requests(const std::shared_ptr<rpc::Connection>& connection, std::vector<wire::Frame>&& frames) override;
   void on_cancel(rpc::Connection& connection, std::uint64_t request_id) override;
+  void on_credit(rpc::Connection& connection, std::uint64_t request_id, std::uint64_t count) override;
   void on_closed(rpc::Connection& connection, const Error& error) override;
 
  private:
@@ -51,6 +59,9 @@ class Dispatcher final : public rpc::RequestHandler {
 
 // Sends the Python exception currently set (and clears it) as an ERROR frame answering `id`.
 void send_current_exception(rpc::Connection& connection, std::uint64_t id, ErrorKind kind);
+
+// Items a stream may send before the caller grants more credit (docs/protocol.md, section 5).
+inline constexpr std::int64_t kInitialStreamCredit = 64;
 
 // Forgets the running async method answering `request_id` (GIL held).
 void forget_async_call(rpc::Connection& connection, std::uint64_t request_id);

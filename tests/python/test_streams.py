@@ -1,6 +1,7 @@
 """Tests for generator methods: results stream item by item, with flow control and cancellation."""
 
 import threading
+import time
 
 import pytest
 
@@ -40,6 +41,13 @@ class Streams:
 
     def echo(self, value):
         return value
+
+    def counted(self, n):
+        for i in range(n):
+            self.produced = i + 1
+            yield i
+
+    produced = 0
 
 
 @pytest.fixture
@@ -145,3 +153,18 @@ def test_plain_calls_work_while_a_stream_is_open(streams, make_proxy):
     assert [next(items) for _ in range(10)] == list(range(10))
     assert proxy.echo("between") == "between"
     assert list(items) == list(range(10, 300))
+
+
+def test_a_slow_consumer_holds_the_producer_back(streams, make_proxy):
+    """Credit flow control: while the caller holds off, the generator runs at most the initial
+    credit (64 items) ahead, instead of filling memory; reading on lets it finish."""
+    obj, uri = streams
+    proxy = make_proxy(uri)
+    items = proxy.counted(10_000)
+    assert [next(items) for _ in range(5)] == [0, 1, 2, 3, 4]
+    deadline = time.monotonic() + 0.3
+    while time.monotonic() < deadline:  # time for a producer without flow control to run away
+        time.sleep(0.05)
+    assert obj.produced <= 64 + 1, f"producer ran {obj.produced} items ahead"
+    assert list(items) == list(range(5, 10_000))
+    assert obj.produced == 10_000
