@@ -173,6 +173,19 @@ void Dispatcher::on_cancel(rpc::Connection& connection, std::uint64_t request_id
   Py_DECREF(key);
 }
 
+void Dispatcher::on_batch_end(rpc::Connection& connection) {
+  auto* state = static_cast<ConnectionState*>(connection.attachment());
+  std::vector<std::function<void()>> completions;
+  {
+    std::lock_guard lock(state->completions_mutex);
+    if (state->completions.empty()) return;
+    completions.swap(state->completions);
+  }
+  Gil gil;
+  for (auto& complete : completions) complete();
+  completions.clear();  // the futures' references are dropped while the GIL is still held
+}
+
 void Dispatcher::on_credit(rpc::Connection& connection, std::uint64_t request_id, std::uint64_t count) {
   auto* state = static_cast<ConnectionState*>(connection.attachment());
   {

@@ -8,6 +8,8 @@
 #include <memory>
 #include <string>
 #include <condition_variable>
+#include <functional>
+#include <vector>
 #include <unordered_map>
 #include <unordered_set>
 #include <mutex>
@@ -32,6 +34,10 @@ struct ConnectionState : rpc::Connection::Attachment {
   std::unordered_map<std::uint64_t, std::int64_t> credits;
   std::uint64_t highest_started = 0;  // cancels of later ids are for requests not yet started
   bool closed = false;
+
+  // Replies that complete Python futures, gathered during one read and run under one GIL hold.
+  std::mutex completions_mutex;
+  std::vector<std::function<void()>> completions;
   ~ConnectionState() override;
   void clear();  // needs the GIL
 };
@@ -50,6 +56,7 @@ class Dispatcher final : public rpc::RequestHandler {
   void on_cancel(rpc::Connection& connection, std::uint64_t request_id) override;
   void on_credit(rpc::Connection& connection, std::uint64_t request_id, std::uint64_t count) override;
   void on_closed(rpc::Connection& connection, const Error& error) override;
+  void on_batch_end(rpc::Connection& connection) override;
 
  private:
   void dispatch(const std::shared_ptr<rpc::Connection>& connection, wire::Frame& frame);
