@@ -7,20 +7,35 @@
 #include <cstdlib>
 #include <mutex>
 
+#include "rpc/dispatch_queue.hpp"
 #include "rpc/listener.hpp"
 
 using namespace tether;
 
 namespace {
 
+// Answers every request with an empty reply, through the same DispatchQueue a server uses.
 class Echo final : public rpc::RequestHandler {
  public:
+  explicit Echo(asio::any_io_executor executor)
+      : queue_(executor, rpc::DispatchQueue::Options{1}, [](const std::shared_ptr<rpc::Connection>& connection, wire::Frame&& frame) {
+          wire::OutFrame reply;
+          reply.header.type = wire::MessageType::reply;
+          reply.header.request_id = frame.header.request_id;
+          connection->send(std::move(reply));
+        }) {}
   void on_request(const std::shared_ptr<rpc::Connection>& connection, wire::Frame&& frame) override {
-    wire::OutFrame reply;
-    reply.header.type = wire::MessageType::reply;
-    reply.header.request_id = frame.header.request_id;
-    connection->send(std::move(reply));
+    std::vector<wire::Frame> one;
+    one.push_back(std::move(frame));
+    on_requests(connection, std::move(one));
   }
+  void on_requests(const std::shared_ptr<rpc::Connection>& connection, std::vector<wire::Frame>&& frames) override {
+    queue_.submit(connection, std::move(frames));
+  }
+  void stop() { queue_.stop(); }
+
+ private:
+  rpc::DispatchQueue queue_;
 };
 
 // Counts replies and keeps `window` calls in flight.
@@ -62,9 +77,10 @@ class Window final : public rpc::ReplySink {
 int main(int argc, char** argv) {
   std::size_t calls = argc > 1 ? std::strtoull(argv[1], nullptr, 10) : 500000;
   std::size_t window = argc > 2 ? std::strtoull(argv[2], nullptr, 10) : 256;
-  rpc::Runtime server_runtime(1), client_runtime(1);
+  rpc::Runtime server_runtime(2), client_runtime(1);
+  auto echo = std::make_shared<Echo>(server_runtime.executor());
   auto listener = rpc::Listener::listen(server_runtime, net::Endpoint{net::Endpoint::Kind::tcp, "127.0.0.1", 0, ""}, {}, {},
-                                        std::make_shared<Echo>());
+                                        echo);
   if (!listener) return std::fprintf(stderr, "%s\n", listener.error().message.c_str()), 1;
   auto connection = rpc::connect(client_runtime, (*listener)->endpoint(), {}, {}, nullptr, std::chrono::seconds(10));
   if (!connection) return std::fprintf(stderr, "%s\n", connection.error().message.c_str()), 1;
@@ -75,6 +91,8 @@ int main(int argc, char** argv) {
     wire::OutFrame frame;
     frame.header.type = wire::MessageType::request;
     frame.meta = std::string("echo\0echo", 9);
+    // Like a Python future: the caller does not wait, so requests leave in batched writes.
+    rpc::Connection::DeferFlush defer(connection->get());
     (*connection)->call(std::move(frame), sink);
   }
   sink->wait_for(calls);
@@ -82,5 +100,7 @@ int main(int argc, char** argv) {
   std::printf("core pipelined request/replies: %.0f per second (%zu calls, window %zu)\n", calls / seconds, calls, window);
   (*connection)->close("done");
   (*listener)->close();
+  server_runtime.stop();
+  echo->stop();
   return 0;
 }

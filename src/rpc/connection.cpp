@@ -270,27 +270,28 @@ void Connection::send_error(std::uint64_t request_id, ErrorKind kind, std::strin
 // ---- writing ----
 
 std::vector<asio::const_buffer> Connection::gather(const std::deque<QueuedFrame>& queue) {
+  static const std::byte zeros[8] = {};
   std::vector<asio::const_buffer> buffers;
+  buffers.reserve(queue.size() * 3);
   for (const auto& queued : queue) {
     const auto& f = queued.frame;
-    std::vector<asio::const_buffer> parts;
-    parts.emplace_back(f.header_bytes.data(), f.header_bytes.size());
-    if (!f.meta.empty()) parts.emplace_back(f.meta.data(), f.meta.size());
-    if (!f.segment_prefix.empty()) parts.emplace_back(f.segment_prefix.data(), f.segment_prefix.size());
-    if (!f.payload.empty()) parts.emplace_back(f.payload.data(), f.payload.size());
-    static const std::byte zeros[8] = {};
-    for (const auto& segment : f.segments) {
-      if (!segment.bytes.empty()) parts.emplace_back(segment.bytes.data(), segment.bytes.size());
-      if (auto pad = (8 - segment.bytes.size() % 8) % 8) parts.emplace_back(zeros, pad);
-    }
-    std::size_t skip = queued.written;
-    for (auto& part : parts) {
-      if (skip >= part.size()) {
-        skip -= part.size();
-        continue;
+    std::size_t skip = queued.written;  // bytes of this frame already on the wire
+    auto add = [&](const void* data, std::size_t size) {
+      if (size == 0) return;
+      if (skip >= size) {
+        skip -= size;
+        return;
       }
-      buffers.push_back(part + skip);
+      buffers.emplace_back(static_cast<const std::byte*>(data) + skip, size - skip);
       skip = 0;
+    };
+    add(f.header_bytes.data(), f.header_bytes.size());
+    add(f.meta.data(), f.meta.size());
+    add(f.segment_prefix.data(), f.segment_prefix.size());
+    add(f.payload.data(), f.payload.size());
+    for (const auto& segment : f.segments) {
+      add(segment.bytes.data(), segment.bytes.size());
+      add(zeros, (8 - segment.bytes.size() % 8) % 8);
     }
   }
   return buffers;

@@ -168,7 +168,7 @@ Status FrameDecoder::decode_buffered(std::vector<Frame>& out) {
     Frame frame;
     frame.header = h;
     frame.meta.assign(reinterpret_cast<const char*>(start + kHeaderSize), h.meta_length);
-    frame.body = std::make_shared<Bytes>(h.body_length);
+    if (h.body_length) frame.body = std::make_shared<Bytes>(h.body_length);
     std::size_t take = std::min<std::size_t>(body_available, h.body_length);
     if (take) std::memcpy(frame.body->data(), start + kHeaderSize + h.meta_length, take);
     begin_ += kHeaderSize + h.meta_length + take;
