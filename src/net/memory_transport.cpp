@@ -151,6 +151,8 @@ class MemoryTransport final : public Transport {
     if (ec) return Error{ErrorKind::disconnected, "in-memory pipe closed"};
     return n;
   }
+  Result<std::size_t> try_read(std::span<std::byte>) override { return std::size_t{0}; }
+  bool wait_ready(bool, std::chrono::milliseconds) override { return false; }
   void shutdown() override {
     in_->close();
     out_->close();

@@ -1,6 +1,7 @@
 // Socket transports over Asio; TCP and Unix sockets share one template.
 #include "net/transport.hpp"
 
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
@@ -41,6 +42,19 @@ class SocketTransport final : public Transport {
     if (written >= 0) return static_cast<std::size_t>(written);
     if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return std::size_t{0};
     return Error{ErrorKind::disconnected, std::error_code(errno, std::system_category()).message()};
+  }
+
+  Result<std::size_t> try_read(std::span<std::byte> into) override {
+    ssize_t got = ::recv(socket_.native_handle(), into.data(), into.size(), MSG_DONTWAIT);
+    if (got > 0) return static_cast<std::size_t>(got);
+    if (got == 0) return Error{ErrorKind::disconnected, "connection closed by the peer"};
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return std::size_t{0};
+    return Error{ErrorKind::disconnected, std::error_code(errno, std::system_category()).message()};
+  }
+
+  bool wait_ready(bool for_write, std::chrono::milliseconds timeout) override {
+    pollfd fd{socket_.native_handle(), static_cast<short>(for_write ? POLLOUT : POLLIN), 0};
+    return ::poll(&fd, 1, static_cast<int>(timeout.count())) == 1 && (fd.revents & (for_write ? POLLOUT : POLLIN));
   }
 
   void shutdown() override {

@@ -1,6 +1,7 @@
 // A byte-stream transport: TCP, Unix domain socket, or the in-memory pipe used by fast tests.
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <span>
@@ -26,6 +27,11 @@ class Transport {
   virtual void async_write(std::vector<asio::const_buffer> buffers, IoHandler handler) = 0;
   // Writes what fits right now without blocking and returns the byte count (0 when it would block).
   virtual Result<std::size_t> try_write(std::span<const asio::const_buffer> buffers) = 0;
+  // Reads what is there now without blocking; 0 when nothing is.
+  virtual Result<std::size_t> try_read(std::span<std::byte> into) = 0;
+  // Waits up to `timeout` until a read (or write) would not block. Transports without a file
+  // descriptor return false at once, and callers fall back to the async operations.
+  virtual bool wait_ready(bool for_write, std::chrono::milliseconds timeout) = 0;
   virtual void shutdown() = 0;
   virtual std::string describe() const = 0;
   virtual asio::any_io_executor executor() = 0;

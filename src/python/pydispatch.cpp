@@ -38,7 +38,15 @@ bool send_value(rpc::Connection& connection, std::uint64_t id, wire::MessageType
     send_current_exception(connection, id, ErrorKind::bad_request);
     return false;
   }
-  return connection.send(std::move(frame)).ok();
+  std::size_t size = frame.payload.size();
+  for (const auto& segment : frame.segments) size += segment.bytes.size();
+  if (size < (1u << 20)) return connection.send(std::move(frame)).ok();
+  // A large reply may keep this thread writing for a while: other Python threads run meanwhile.
+  bool sent = false;
+  Py_BEGIN_ALLOW_THREADS
+  sent = connection.send(std::move(frame)).ok();
+  Py_END_ALLOW_THREADS
+  return sent;
 }
 
 // Waits (GIL released) until the stream may send one more item; false when the caller cancelled

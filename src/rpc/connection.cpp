@@ -79,6 +79,7 @@ void Connection::on_read(std::error_code ec, std::size_t count) {
   last_received_.store(now_ticks(), std::memory_order_relaxed);
   std::vector<wire::Frame> frames;
   auto status = decoder_.commit(count, frames);
+  if (status) status = read_large_body_now(frames);
   if (!established_.load(std::memory_order_acquire)) {
     for (auto& frame : frames) handle_handshake_frame(std::move(frame));
     frames.clear();
@@ -100,6 +101,25 @@ void Connection::on_read(std::error_code ec, std::size_t count) {
     return;
   }
   handler_->on_requests(shared_from_this(), std::move(requests));
+}
+
+// While a large body streams in, this thread keeps reading it, waiting on the socket itself for a
+// little while between chunks: far fewer wake-ups than one async completion per socket buffer.
+// When the peer pauses longer than that, the async read takes over, so no thread stays pinned.
+Status Connection::read_large_body_now(std::vector<wire::Frame>& frames) {
+  constexpr auto kPatience = std::chrono::milliseconds(2);
+  while (decoder_.in_large_frame()) {
+    auto got = transport_->try_read(decoder_.prepare());
+    if (!got) return ok_status();  // the async read reports the error
+    if (*got == 0) {
+      if (!transport_->wait_ready(false, kPatience)) return ok_status();
+      continue;
+    }
+    last_received_.store(now_ticks(), std::memory_order_relaxed);
+    auto status = decoder_.commit(*got, frames);
+    if (!status) return status;
+  }
+  return ok_status();
 }
 
 void Connection::continue_reading() {
@@ -341,10 +361,41 @@ Status Connection::write_queued(std::unique_lock<std::mutex>& lock) {
   }
   if (!write_queue_.empty()) {
     write_queue_.front().written += remaining;
-    start_async_write_locked();
+    if (finish_large_write_now(lock)) {
+      done.insert(done.end(), std::make_move_iterator(write_queue_.begin()), std::make_move_iterator(write_queue_.end()));
+      write_queue_.clear();
+    } else {
+      start_async_write_locked();
+    }
   }
   lock.unlock();  // the written frames' buffers are released outside the lock (they may need the GIL)
   return ok_status();
+}
+
+// A large write goes on from this thread while the socket keeps taking bytes, instead of one async
+// completion per socket buffer; true when everything queued was written.
+bool Connection::finish_large_write_now(std::unique_lock<std::mutex>&) {
+  constexpr std::size_t kLarge = 1 << 20;
+  constexpr auto kPatience = std::chrono::milliseconds(2);
+  std::size_t left = 0;
+  for (const auto& queued : write_queue_) left += queued.frame.wire_size() - queued.written;
+  if (left < kLarge) return false;
+  while (left > 0) {
+    if (!transport_->wait_ready(true, kPatience)) return false;
+    auto buffers = gather(write_queue_);
+    auto written = transport_->try_write(buffers);
+    if (!written) return false;  // the async write reports the error
+    std::size_t remaining = *written;
+    left -= remaining;
+    for (auto& queued : write_queue_) {
+      std::size_t frame_left = queued.frame.wire_size() - queued.written;
+      std::size_t take = std::min(frame_left, remaining);
+      queued.written += take;
+      remaining -= take;
+      if (remaining == 0) break;
+    }
+  }
+  return true;
 }
 
 Connection::DeferFlush::DeferFlush(Connection* connection) : previous_(std::exchange(deferring_connection, connection)) {}

@@ -133,6 +133,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void continue_reading();  // starts the next read unless paused
   void resume_reading();
   Status write_queued(std::unique_lock<std::mutex>& lock);
+  bool finish_large_write_now(std::unique_lock<std::mutex>& lock);
+  Status read_large_body_now(std::vector<wire::Frame>& frames);
   void on_read(std::error_code ec, std::size_t count);
   void handle_handshake_frame(wire::Frame&& frame);
   void handle_frame(wire::Frame&& frame, std::vector<wire::Frame>& requests);
