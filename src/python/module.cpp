@@ -29,6 +29,7 @@ rpc::ConnectionOptions connection_options(double heartbeat, double idle_timeout,
   options.heartbeat = std::chrono::milliseconds(static_cast<long long>(heartbeat * 1000));
   options.idle_timeout = std::chrono::milliseconds(static_cast<long long>(idle_timeout * 1000));
   options.limits.max_body = max_frame;
+  options.allocate_segment = allocate_bytes_segment;
   return options;
 }
 

@@ -216,7 +216,11 @@ std::unique_ptr<StreamIterator> Channel::call_stream(const std::string& object, 
                                                      nb::object kwargs, int encoding) {
   auto frame = request_frame(object, method, args, kwargs, encoding);
   auto sink = std::make_shared<StreamIterator::Sink>();
-  auto sent = connection_->call(std::move(frame), sink);
+  Result<std::uint64_t> sent = Error{};
+  {
+    nb::gil_scoped_release release;
+    sent = connection_->call(std::move(frame), sink);
+  }
   if (!sent) throw_error(sent.error());
   return std::make_unique<StreamIterator>(connection_, sink, *sent);
 }
@@ -289,6 +293,7 @@ void Responder::reply(nb::handle value) {
   nb::object channel = nb::steal(make_channel_object(connection_));
   if (!encode_into(value.ptr(), encoding_, frame, channel.ptr()))
     return send_current_exception(*connection_, id_, ErrorKind::bad_request);
+  nb::gil_scoped_release release;  // a large reply may take a while to write
   connection_->send(std::move(frame));
 }
 

@@ -244,6 +244,7 @@ bool encode(PyObject* value, wire::Packer& packer, EncodeContext& context, int d
 struct DecodeContext {
   std::span<const std::span<const std::byte>> segments;
   PyObject* channel;
+  const std::vector<wire::SegmentBuffer>* buffers;  // set when segments were read into bytes objects
 };
 
 PyObject* decode_span(const char* data, std::size_t size, DecodeContext& context, int depth);
@@ -288,6 +289,8 @@ PyObject* decode_ext(const char* data, std::uint32_t size, DecodeContext& contex
         PyErr_Format(PyExc_ValueError, "segment %u does not exist", index);
         return nullptr;
       }
+      if (context.buffers && (*context.buffers)[index].object)
+        return Py_NewRef(static_cast<PyObject*>((*context.buffers)[index].object));  // read into it: no copy
       auto segment = context.segments[index];
       return PyBytes_FromStringAndSize(reinterpret_cast<const char*>(segment.data()), static_cast<Py_ssize_t>(segment.size()));
     }
@@ -461,6 +464,22 @@ PyObject* decode_pickle(std::span<const std::byte> main, std::span<const std::sp
 
 }  // namespace
 
+wire::SegmentBuffer allocate_bytes_segment(std::size_t size) {
+  if (!Py_IsInitialized()) return {};
+  PyGILState_STATE state = PyGILState_Ensure();
+  PyObject* bytes = PyBytes_FromStringAndSize(nullptr, static_cast<Py_ssize_t>(size));
+  if (!bytes) PyErr_Clear();
+  PyGILState_Release(state);
+  if (!bytes) return {};
+  std::shared_ptr<void> owner(bytes, [](void* p) {
+    if (!Py_IsInitialized()) return;
+    PyGILState_STATE gil = PyGILState_Ensure();
+    Py_DECREF(static_cast<PyObject*>(p));
+    PyGILState_Release(gil);
+  });
+  return {reinterpret_cast<std::byte*>(PyBytes_AS_STRING(bytes)), size, std::move(owner), bytes};
+}
+
 Hooks& hooks() {
   static Hooks instance;  // set once at import by the Python layer; read under the GIL
   return instance;
@@ -499,7 +518,7 @@ PyObject* decode_body(const wire::Frame& frame, PyObject* channel) {
   std::span<const std::byte> main = frame.body_span();
   std::vector<std::span<const std::byte>> segments;
   if (frame.header.flags & wire::kSegments) {
-    auto split = wire::split_segments(main);
+    auto split = wire::split_segments(frame);
     if (!split) {
       PyErr_SetString(PyExc_ValueError, split.error().message.c_str());
       return nullptr;
@@ -512,7 +531,7 @@ PyObject* decode_body(const wire::Frame& frame, PyObject* channel) {
     PyErr_Format(PyExc_ValueError, "unknown payload encoding %d", int(frame.header.encoding));
     return nullptr;
   }
-  DecodeContext context{segments, channel};
+  DecodeContext context{segments, channel, frame.segment_buffers.empty() ? nullptr : &frame.segment_buffers};
   return decode_span(reinterpret_cast<const char*>(main.data()), main.size(), context, 0);
 }
 

@@ -44,6 +44,10 @@ bool encode_into(PyObject* value, wire::Encoding encoding, wire::OutFrame& frame
 // Decodes a frame body; returns a new reference, or nullptr with a Python exception set.
 PyObject* decode_body(const wire::Frame& frame, PyObject* channel);
 
+// Segment storage as a bytes object, so decoding hands the value over without a copy. Takes the
+// GIL itself; called by the frame decoder on an io thread.
+wire::SegmentBuffer allocate_bytes_segment(std::size_t size);
+
 // Builds the Python exception for an ERROR frame or a core error (new reference).
 PyObject* exception_from_error(const wire::ErrorBody& error);
 PyObject* exception_from_error(const Error& error);

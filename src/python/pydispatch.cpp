@@ -55,12 +55,15 @@ bool take_stream_credit(rpc::Connection& connection, std::uint64_t id) {
   auto* state = static_cast<ConnectionState*>(connection.attachment());
   bool granted = false;
   Py_BEGIN_ALLOW_THREADS
-  std::unique_lock lock(state->stream_mutex);
-  state->stream_changed.wait(lock, [&] {
-    return state->closed || state->cancelled.count(id) || state->credits[id] > 0;
-  });
-  granted = !state->closed && !state->cancelled.count(id);
-  if (granted) --state->credits[id];
+  {
+    // The lock is released before the GIL is taken back: never hold a core lock while waiting for it.
+    std::unique_lock lock(state->stream_mutex);
+    state->stream_changed.wait(lock, [&] {
+      return state->closed || state->cancelled.count(id) || state->credits[id] > 0;
+    });
+    granted = !state->closed && !state->cancelled.count(id);
+    if (granted) --state->credits[id];
+  }
   Py_END_ALLOW_THREADS
   return granted;
 }

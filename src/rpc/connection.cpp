@@ -39,7 +39,7 @@ Connection::Connection(std::unique_ptr<net::Transport> transport, Role role, Aut
       handshake_(std::make_unique<Handshake>(role, std::move(auth), options.limits, options.heartbeat)),
       description_(transport_->describe()),
       id_(next_connection_id.fetch_add(1)),
-      decoder_(options.limits),
+      decoder_(options.limits, options.allocate_segment),
       timer_(transport_->executor()),
       last_received_(now_ticks()),
       last_sent_(now_ticks()) {}

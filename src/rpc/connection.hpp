@@ -28,6 +28,8 @@ struct ConnectionOptions {
   std::chrono::milliseconds heartbeat{5000};
   std::chrono::milliseconds idle_timeout{30000};
   std::chrono::milliseconds handshake_timeout{10000};
+  // Where large out-of-band segments are read to (for example Python bytes objects); none: the body.
+  wire::SegmentAllocator allocate_segment;
 };
 
 // Receives what arrives for calls this side made: REPLY, ERROR or STREAM_ITEM frames, or a

@@ -115,9 +115,11 @@ void OutFrame::finalize() {
 
 std::size_t OutFrame::wire_size() const { return kHeaderSize + meta.size() + header.body_length; }
 
-FrameDecoder::FrameDecoder(Limits limits) : limits_(limits), buffer_(kReadChunk) {}
+FrameDecoder::FrameDecoder(Limits limits, SegmentAllocator allocate_segment)
+    : limits_(limits), buffer_(kReadChunk), allocate_segment_(std::move(allocate_segment)) {}
 
 std::span<std::byte> FrameDecoder::prepare() {
+  if (large_ && !large_->segment_buffers.empty()) return segment_target();
   if (large_) {
     auto& body = *large_->body;
     return {body.data() + large_filled_, body.size() - large_filled_};
@@ -136,6 +138,13 @@ void FrameDecoder::compact(std::size_t needed) {
 }
 
 Status FrameDecoder::commit(std::size_t count, std::vector<Frame>& out) {
+  if (large_ && !large_->segment_buffers.empty()) {
+    advance_segments(count);
+    if (!segments_complete()) return ok_status();
+    out.push_back(std::move(*large_));
+    large_.reset();
+    return ok_status();
+  }
   if (large_) {
     large_filled_ += count;
     if (large_filled_ < large_->body->size()) return ok_status();
@@ -161,6 +170,17 @@ Status FrameDecoder::decode_buffered(std::vector<Frame>& out) {
     }
     std::size_t body_available = available - h.meta_length;
     bool complete = body_available >= h.body_length;
+    if (!complete && allocate_segment_ && (h.flags & kSegments) && h.body_length >= kDirectBodyThreshold) {
+      auto started = start_segmented(h);
+      if (!started) return started.error();
+      if (*started == Start::waiting) return ok_status();
+      if (*started == Start::started) {
+        if (!segments_complete()) return ok_status();
+        out.push_back(std::move(*large_));
+        large_.reset();
+        continue;
+      }
+    }
     if (!complete && h.body_length < kDirectBodyThreshold) {
       compact(kHeaderSize + h.meta_length + h.body_length);
       return ok_status();
@@ -182,6 +202,101 @@ Status FrameDecoder::decode_buffered(std::vector<Frame>& out) {
   }
   if (begin_ == end_) begin_ = end_ = 0;
   return ok_status();
+}
+
+// The segment table and main payload are small and buffered; each segment is then read straight
+// into storage from the allocator, so a large bytes value or array is never copied after the read.
+Result<FrameDecoder::Start> FrameDecoder::start_segmented(const FrameHeader& h) {
+  constexpr std::size_t kMaxSegments = 65536;
+  constexpr std::size_t kMaxPrefix = 1 << 20;
+  std::size_t at = begin_ + kHeaderSize + h.meta_length;  // where the body starts in buffer_
+  std::size_t available = end_ - at;
+  if (available < 8) {
+    compact(kHeaderSize + h.meta_length + 8);
+    return Start::waiting;
+  }
+  auto count = load_le<std::uint32_t>(buffer_.data() + at);
+  auto main_length = load_le<std::uint32_t>(buffer_.data() + at + 4);
+  if (count == 0 || count > kMaxSegments) return Start::fall_back;
+  std::size_t table = 8 + 8 * std::size_t(count);
+  if (table > h.body_length) return Error{ErrorKind::bad_request, "segment table runs past the body"};
+  if (available < table) {
+    compact(kHeaderSize + h.meta_length + table);
+    return Start::waiting;
+  }
+  std::size_t prefix = table + main_length;
+  prefix += pad8(prefix);
+  if (prefix > kMaxPrefix) return Start::fall_back;
+  std::uint64_t total = prefix;
+  std::vector<std::size_t> sizes(count);
+  for (std::size_t i = 0; i < count; ++i) {
+    sizes[i] = load_le<std::uint64_t>(buffer_.data() + at + 8 + 8 * i);
+    if (sizes[i] > h.body_length) return Error{ErrorKind::bad_request, "segment longer than the body"};
+    total += sizes[i] + pad8(sizes[i]);
+  }
+  if (total != h.body_length) return Error{ErrorKind::bad_request, "segment table does not match the body length"};
+  if (available < prefix) {
+    compact(kHeaderSize + h.meta_length + prefix);
+    return Start::waiting;
+  }
+  auto frame = std::make_unique<Frame>();
+  frame->header = h;
+  frame->meta.assign(reinterpret_cast<const char*>(buffer_.data() + begin_ + kHeaderSize), h.meta_length);
+  frame->body = std::make_shared<Bytes>(prefix);
+  std::memcpy(frame->body->data(), buffer_.data() + at, prefix);
+  for (auto size : sizes) {
+    auto buffer = allocate_segment_(size);
+    if (size && !buffer.data) return Error{ErrorKind::bad_request, "no memory for a segment of " + std::to_string(size) + " bytes"};
+    frame->segment_buffers.push_back(std::move(buffer));
+  }
+  begin_ = at + prefix;
+  large_ = std::move(frame);
+  segment_index_ = 0;
+  segment_filled_ = 0;
+  advance_segments(0);  // steps over empty segments
+  place_buffered_into_segments();
+  return Start::started;
+}
+
+// Moves the bytes already buffered after the prefix into the segments.
+void FrameDecoder::place_buffered_into_segments() {
+  while (begin_ < end_ && !segments_complete()) {
+    auto target = segment_target();
+    std::size_t n = std::min(target.size(), end_ - begin_);
+    std::memcpy(target.data(), buffer_.data() + begin_, n);
+    begin_ += n;
+    advance_segments(n);
+  }
+  if (begin_ == end_) begin_ = end_ = 0;
+}
+
+std::span<std::byte> FrameDecoder::segment_target() {
+  auto& segment = large_->segment_buffers[segment_index_];
+  if (segment_filled_ < segment.size) return {segment.data + segment_filled_, segment.size - segment_filled_};
+  std::size_t padded = segment.size + pad8(segment.size);
+  return {pad_.data(), padded - segment_filled_};
+}
+
+void FrameDecoder::advance_segments(std::size_t count) {
+  segment_filled_ += count;
+  auto& buffers = large_->segment_buffers;
+  while (segment_index_ < buffers.size() &&
+         segment_filled_ == buffers[segment_index_].size + pad8(buffers[segment_index_].size)) {
+    ++segment_index_;
+    segment_filled_ = 0;
+  }
+}
+
+Result<SegmentedBody> split_segments(const Frame& frame) {
+  if (frame.segment_buffers.empty()) return split_segments(frame.body_span());
+  auto prefix = frame.body_span();
+  if (prefix.size() < 8) return Error{ErrorKind::bad_request, "segment table truncated"};
+  auto count = load_le<std::uint32_t>(prefix.data());
+  auto main_length = load_le<std::uint32_t>(prefix.data() + 4);
+  SegmentedBody out;
+  out.main = prefix.subspan(8 + 8 * std::size_t(count), main_length);
+  for (const auto& buffer : frame.segment_buffers) out.segments.emplace_back(buffer.data, buffer.size);
+  return out;
 }
 
 }  // namespace tether::wire

@@ -5,6 +5,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -79,10 +80,22 @@ class Bytes {
   std::size_t size_ = 0;
 };
 
+// Storage for one out-of-band segment that the decoder reads straight into, owned by `owner`
+// (for Python, a bytes object that decoding then hands over without a copy; `object` points at it).
+struct SegmentBuffer {
+  std::byte* data = nullptr;
+  std::size_t size = 0;
+  std::shared_ptr<void> owner;
+  void* object = nullptr;
+};
+using SegmentAllocator = std::function<SegmentBuffer(std::size_t size)>;
+
 struct Frame {
   FrameHeader header;
   std::string meta;
-  std::shared_ptr<Bytes> body;  // shared: a decoded value may keep a view into it (zero-copy arrays)
+  // With `segment_buffers`, the body holds only the segment table and the main payload.
+  std::shared_ptr<Bytes> body;
+  std::vector<SegmentBuffer> segment_buffers;
 
   std::span<const std::byte> body_span() const {
     return body ? body->span() : std::span<const std::byte>{};
@@ -95,6 +108,8 @@ struct SegmentedBody {
   std::vector<std::span<const std::byte>> segments;
 };
 Result<SegmentedBody> split_segments(std::span<const std::byte> body);
+// The same for any frame, including one whose segments were read into their own buffers.
+Result<SegmentedBody> split_segments(const Frame& frame);
 
 // A frame to send: the encoder owns the header, meta and main payload bytes; segments point into
 // buffers kept alive by `keepalive` until the frame has been written.
@@ -118,7 +133,8 @@ struct OutFrame {
 // Turns a byte stream into frames. Large bodies are read straight into their final buffer.
 class FrameDecoder {
  public:
-  explicit FrameDecoder(Limits limits = {});
+  // With an allocator, large segmented frames are read segment by segment into its buffers.
+  explicit FrameDecoder(Limits limits = {}, SegmentAllocator allocate_segment = {});
   // The region the next read should fill.
   std::span<std::byte> prepare();
   // Accounts for `count` bytes read into the prepared region and appends complete frames to `out`.
@@ -130,7 +146,18 @@ class FrameDecoder {
  private:
   Status decode_buffered(std::vector<Frame>& out);
   void compact(std::size_t needed);
+  // Starts a large segmented frame whose table and main payload are buffered; false to fall back.
+  enum class Start { started, waiting, fall_back };
+  Result<Start> start_segmented(const FrameHeader& header);
+  void place_buffered_into_segments();
+  std::span<std::byte> segment_target();
+  void advance_segments(std::size_t count);
+  bool segments_complete() const { return segment_index_ >= large_->segment_buffers.size(); }
 
+  SegmentAllocator allocate_segment_;
+  std::size_t segment_index_ = 0;    // the segment being read
+  std::size_t segment_filled_ = 0;   // its bytes read so far, padding included
+  std::array<std::byte, 8> pad_{};   // padding lands here
   Limits limits_;
   std::vector<std::byte> buffer_;
   std::size_t begin_ = 0;

@@ -168,3 +168,15 @@ def test_a_slow_consumer_holds_the_producer_back(streams, make_proxy):
     assert obj.produced <= 64 + 1, f"producer ran {obj.produced} items ahead"
     assert list(items) == list(range(5, 10_000))
     assert obj.produced == 10_000
+
+
+def test_calls_beside_a_stream_waiting_for_credit_never_deadlock(streams, make_proxy):
+    """Regression: a stream waiting for credit held a lock while taking the GIL back, and a call
+    arriving then could deadlock the server. Fifty rounds make the race likely to show."""
+    _, uri = streams
+    for _ in range(50):
+        with make_proxy(uri, timeout=10) as proxy:
+            items = proxy.count(300)
+            assert [next(items) for _ in range(10)] == list(range(10))
+            assert proxy.echo("between") == "between"
+            assert list(items) == list(range(10, 300))
