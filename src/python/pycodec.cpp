@@ -2,6 +2,9 @@
 // its event visitor so Python objects are built directly with no intermediate tree.
 #include "python/pycodec.hpp"
 
+#include <sys/mman.h>
+
+#include <cstdint>
 #include <cstring>
 
 namespace tether::python {
@@ -471,6 +474,14 @@ wire::SegmentBuffer allocate_bytes_segment(std::size_t size) {
   if (!bytes) PyErr_Clear();
   PyGILState_Release(state);
   if (!bytes) return {};
+  // Fresh memory faults in page by page as the socket fills it; huge pages make that 512 times
+  // fewer faults for a large segment (where the kernel offers them on request).
+  constexpr std::uintptr_t kHuge = 2u << 20;
+  if (size >= 2 * kHuge) {
+    auto start = (reinterpret_cast<std::uintptr_t>(PyBytes_AS_STRING(bytes)) + kHuge - 1) & ~(kHuge - 1);
+    auto end = (reinterpret_cast<std::uintptr_t>(PyBytes_AS_STRING(bytes)) + size) & ~(kHuge - 1);
+    if (end > start) ::madvise(reinterpret_cast<void*>(start), end - start, MADV_HUGEPAGE);
+  }
   std::shared_ptr<void> owner(bytes, [](void* p) {
     if (!Py_IsInitialized()) return;
     PyGILState_STATE gil = PyGILState_Ensure();
