@@ -68,13 +68,18 @@ rpc::Runtime::ThreadHooks python_thread_hooks() {
 // The process's client side: io threads plus a dispatcher for callbacks the peers make into us.
 class ClientRuntime {
  public:
-  // One io thread more than callbacks may use, so replies are read while callbacks run.
-  explicit ClientRuntime(std::size_t threads)
-      : runtime_(std::max<std::size_t>(threads, 2), python_thread_hooks()),
-        dispatcher_(std::make_shared<Dispatcher>(nullptr, runtime_.executor(), std::max<std::size_t>(threads, 2) - 1)) {}
+  // One io thread reads and writes for every proxy (no hand-offs between io threads on the reply
+  // path); callbacks the servers make into this process run on their own threads, so a callback
+  // that calls a server again never stops this process from reading the reply.
+  explicit ClientRuntime(std::size_t callback_threads)
+      : runtime_(1, python_thread_hooks()),
+        callbacks_(std::max<std::size_t>(callback_threads, 1), python_thread_hooks()),
+        dispatcher_(std::make_shared<Dispatcher>(nullptr, callbacks_.executor(),
+                                                 std::max<std::size_t>(callback_threads, 1), false)) {}
   ~ClientRuntime() {
     nb::gil_scoped_release release;
     runtime_.stop();
+    callbacks_.stop();
     dispatcher_->stop();
   }
   Channel connect(const std::string& uri_or_address, std::optional<nb::bytes> secret, bool want_pickle,
@@ -98,6 +103,7 @@ class ClientRuntime {
 
  private:
   rpc::Runtime runtime_;
+  rpc::Runtime callbacks_;
   std::shared_ptr<Dispatcher> dispatcher_;
 };
 
@@ -187,7 +193,7 @@ NB_MODULE(_core, m) {
   });
 
   nb::class_<ClientRuntime>(m, "ClientRuntime")
-      .def(nb::init<std::size_t>(), "threads"_a)
+      .def(nb::init<std::size_t>(), "callback_threads"_a)
       .def("connect", &ClientRuntime::connect, "address"_a, "secret"_a = nb::none(), "want_pickle"_a = false,
            "timeout"_a = 10.0, "heartbeat"_a = 5.0, "idle_timeout"_a = 30.0, "max_frame"_a = 1ull << 30);
 

@@ -46,7 +46,7 @@ class Dispatcher final : public rpc::RequestHandler {
  public:
   // `published` is a dict name -> (target, mode, methods, oneway, streams), owned by the Python Server.
   // Requests run on `executor`'s threads, at most `limit` at once (see rpc::DispatchQueue).
-  Dispatcher(PyObject* published, asio::any_io_executor executor, std::size_t limit);
+  Dispatcher(PyObject* published, asio::any_io_executor executor, std::size_t limit, bool run_on_reader = true);
   ~Dispatcher() override;
   void stop() { queue_.stop(); }
 

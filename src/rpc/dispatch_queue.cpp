@@ -15,7 +15,10 @@ void DispatchQueue::submit(const std::shared_ptr<Connection>& connection, std::v
     for (auto& frame : requests) queue_.push_back(Job{connection, std::move(frame)});
   }
   connection->adjust_backlog(static_cast<std::ptrdiff_t>(requests.size()), options_.max_backlog);
-  drain();
+  if (options_.run_on_reader)
+    drain();
+  else
+    asio::post(executor_, [this] { drain(); });
 }
 
 void DispatchQueue::drain() {

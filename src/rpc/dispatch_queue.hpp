@@ -25,6 +25,9 @@ class DispatchQueue {
     std::size_t limit = 1;
     std::size_t max_backlog = 256;
     std::chrono::microseconds stall_after{1000};
+    // false: requests never run on the thread that read them but on the executor's threads (a
+    // client, whose one io thread must stay free to read replies while callbacks run).
+    bool run_on_reader = true;
   };
   DispatchQueue(asio::any_io_executor executor, Options options, Run run);
 

@@ -15,7 +15,7 @@ def client_runtime():
     global _runtime
     with _lock:
         if _runtime is None:
-            _runtime = _core.ClientRuntime(int(os.environ.get("TETHER_CLIENT_THREADS", "2")))
+            _runtime = _core.ClientRuntime(int(os.environ.get("TETHER_CALLBACK_THREADS", "2")))
         return _runtime
 
 
