@@ -147,3 +147,69 @@ TEST(Connection, CallsOverRealTcp) {
 
 }  // namespace
 }  // namespace tether::rpc
+
+namespace tether::rpc {
+namespace {
+
+ConnectionOptions quick_heartbeat(std::chrono::milliseconds heartbeat, std::chrono::milliseconds idle) {
+  ConnectionOptions options;
+  options.heartbeat = heartbeat;
+  options.idle_timeout = idle;
+  return options;
+}
+
+std::pair<std::shared_ptr<Connection>, std::shared_ptr<Connection>> connect_with(Runtime& runtime, ConnectionOptions client_options,
+                                                                                 ConnectionOptions server_options) {
+  auto [a, b] = net::make_memory_pipe(runtime.executor());
+  auto server = Connection::create(std::move(b), Connection::Role::server, {}, server_options, std::make_shared<EchoHandler>());
+  auto client = Connection::create(std::move(a), Connection::Role::client, {}, client_options, nullptr);
+  std::promise<void> ready;
+  server->start([](const Result<Negotiated>&) {});
+  client->start([&](const Result<Negotiated>&) { ready.set_value(); });
+  ready.get_future().wait();
+  return {client, server};
+}
+
+// Heartbeats keep a connection with no calls alive for many idle timeouts.
+TEST(Connection, HeartbeatsKeepAnIdleConnectionOpen) {
+  Runtime runtime(2);
+  auto options = quick_heartbeat(std::chrono::milliseconds(20), std::chrono::milliseconds(150));
+  auto [client, server] = connect_with(runtime, options, options);
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  EXPECT_TRUE(client->is_open());
+  EXPECT_TRUE(server->is_open());
+  auto sink = std::make_shared<WaitingSink>();
+  ASSERT_TRUE(client->call(request(std::string("o\0m", 3)), sink).ok());
+  auto outcome = sink->wait(Clock::now() + std::chrono::seconds(10));
+  ASSERT_TRUE(outcome && outcome->ok());
+  client->close("done");
+  runtime.stop();
+}
+
+// A peer that stops reading (so answers nothing) is dropped after the idle timeout, and the call
+// waiting on it fails as disconnected instead of hanging.
+TEST(Connection, IdleTimeoutDropsASilentPeer) {
+  Runtime runtime(2);
+  auto [client, server] = connect_with(runtime, quick_heartbeat(std::chrono::milliseconds(20), std::chrono::milliseconds(200)),
+                                       quick_heartbeat(std::chrono::hours(1), std::chrono::hours(1)));
+  server->adjust_backlog(1000, 10);  // the server stops reading after its current read
+  auto sink = std::make_shared<WaitingSink>();
+  ASSERT_TRUE(client->call(request(std::string("o\0m", 3)), sink).ok());
+  auto outcome = sink->wait(Clock::now() + std::chrono::seconds(20));
+  ASSERT_TRUE(outcome.has_value());
+  if (outcome->ok()) {
+    // The request was read before the pause took hold; the next one is not answered.
+    sink = std::make_shared<WaitingSink>();
+    ASSERT_TRUE(client->call(request(std::string("o\0m", 3)), sink).ok());
+    outcome = sink->wait(Clock::now() + std::chrono::seconds(20));
+    ASSERT_TRUE(outcome.has_value());
+  }
+  ASSERT_FALSE(outcome->ok());
+  EXPECT_EQ(outcome->error().kind, ErrorKind::disconnected);
+  EXPECT_NE(outcome->error().message.find("idle"), std::string::npos) << outcome->error().message;
+  server->close("done");
+  runtime.stop();
+}
+
+}  // namespace
+}  // namespace tether::rpc
