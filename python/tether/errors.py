@@ -71,7 +71,7 @@ _KIND_TO_CLASS = {
 
 def _make_error(kind, message, type_name, args, traceback):
     """Builds the local exception for an ERROR received from a peer or raised by the core."""
-    kind = kind or "failed"
+    kind = kind if kind in _KIND_TO_CLASS or kind == "failed" else "failed"  # unknown kinds: failed
     message = message or ""
     type_name = type_name or ""
     traceback = traceback or ""

@@ -91,6 +91,9 @@ class Server:
         core, self._core = self._core, None
         if core is not None:
             core.close()
+        # The engine keeps the published objects through references Python's collector cannot
+        # see; objects holding callback proxies would otherwise keep their connections alive.
+        self._published.clear()
         _open_servers.discard(self)
 
     def __enter__(self):

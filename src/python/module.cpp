@@ -215,7 +215,7 @@ NB_MODULE(_core, m) {
            "encoding"_a, "future"_a)
       .def("call_stream", &Channel::call_stream, "object"_a, "method"_a, "args"_a, "kwargs"_a.none(), "encoding"_a)
       .def("cancel", &Channel::cancel)
-      .def("export", &Channel::export_object)
+      .def("export", &Channel::export_object, "object"_a, "methods"_a.none())
       .def("close", &Channel::close, "reason"_a = "closed by the client")
       .def_prop_ro("is_open", &Channel::is_open)
       .def_prop_ro("pickle_allowed", &Channel::pickle_allowed)

@@ -1,6 +1,8 @@
 // Channel, StreamIterator and Responder: calls from Python over one connection.
 #include "python/pychannel.hpp"
 
+#include <cmath>
+
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/unique_ptr.h>
@@ -24,7 +26,7 @@ std::optional<rpc::Clock::time_point> deadline_after(std::optional<double> timeo
 }
 
 // Turns a REPLY into a value or an ERROR into the raised exception (GIL held).
-nb::object outcome_of(const wire::Frame& frame, PyObject* channel) {
+nb::object outcome_of(const wire::Frame& frame, PyObject* channel, bool pickle_allowed) {
   if (frame.header.type == wire::MessageType::error) {
     PyObject* exception = exception_from_frame(frame);
     if (!exception) throw_current();
@@ -32,7 +34,7 @@ nb::object outcome_of(const wire::Frame& frame, PyObject* channel) {
     Py_DECREF(exception);
     throw_current();
   }
-  PyObject* value = decode_body(frame, channel);
+  PyObject* value = decode_body(frame, channel, pickle_allowed);
   if (!value) throw_current();
   return nb::steal(value);
 }
@@ -41,8 +43,8 @@ nb::object outcome_of(const wire::Frame& frame, PyObject* channel) {
 // completed together at the end of the read (one GIL hold per batch, not per reply).
 class FutureSink final : public rpc::ReplySink, public std::enable_shared_from_this<FutureSink> {
  public:
-  FutureSink(nb::object future, nb::object channel, ConnectionState* state)
-      : future_(future.release().ptr()), channel_(channel.release().ptr()), state_(state) {}
+  FutureSink(nb::object future, nb::object channel, ConnectionState* state, bool pickle_allowed)
+      : future_(future.release().ptr()), channel_(channel.release().ptr()), state_(state), pickle_allowed_(pickle_allowed) {}
   ~FutureSink() override {
     if (!Py_IsInitialized()) return;
     PyGILState_STATE state = PyGILState_Ensure();
@@ -68,7 +70,7 @@ class FutureSink final : public rpc::ReplySink, public std::enable_shared_from_t
       complete("set_exception", exception_from_frame(frame));
       return;
     }
-    PyObject* value = decode_body(frame, channel_);
+    PyObject* value = decode_body(frame, channel_, pickle_allowed_);
     if (value) complete("set_result", value);
     else complete_with_current_error();
   }
@@ -104,6 +106,7 @@ class FutureSink final : public rpc::ReplySink, public std::enable_shared_from_t
   PyObject* future_;
   PyObject* channel_;
   ConnectionState* state_;  // the connection's; it outlives every call pending on it
+  bool pickle_allowed_;
 };
 
 }  // namespace
@@ -139,9 +142,11 @@ class StreamIterator::Sink final : public rpc::ReplySink {
 };
 
 wire::OutFrame Channel::request_frame(const std::string& object, const std::string& method, nb::tuple args,
-                                      nb::object kwargs, int encoding) {
+                                      nb::object kwargs, int encoding, std::optional<double> timeout) {
   wire::OutFrame frame;
   frame.header.type = wire::MessageType::request;
+  if (timeout && *timeout > 0)  // how long the caller will wait, so the callee can tell
+    frame.header.timeout_ms = static_cast<std::uint32_t>(std::min(std::ceil(*timeout * 1000.0), 4294967295.0));
   frame.meta.reserve(object.size() + method.size() + 1);
   frame.meta.append(object).push_back('\0');
   frame.meta.append(method);
@@ -160,7 +165,7 @@ wire::OutFrame Channel::request_frame(const std::string& object, const std::stri
 
 nb::object Channel::call(const std::string& object, const std::string& method, nb::tuple args, nb::object kwargs,
                          std::optional<double> timeout, int encoding) {
-  auto frame = request_frame(object, method, args, kwargs, encoding);
+  auto frame = request_frame(object, method, args, kwargs, encoding, timeout);
   auto deadline = deadline_after(timeout);
   auto sink = std::make_shared<rpc::WaitingSink>();
   std::optional<Result<wire::Frame>> outcome;
@@ -181,7 +186,7 @@ nb::object Channel::call(const std::string& object, const std::string& method, n
   if (!outcome) throw_error(failure);
   if (!*outcome) throw_error(outcome->error());
   nb::object channel = nb::steal(make_channel_object(connection_));
-  return outcome_of(outcome->value(), channel.ptr());
+  return outcome_of(outcome->value(), channel.ptr(), connection_->negotiated().pickle_allowed);
 }
 
 void Channel::call_oneway(const std::string& object, const std::string& method, nb::tuple args, nb::object kwargs, int encoding) {
@@ -197,9 +202,9 @@ void Channel::call_oneway(const std::string& object, const std::string& method, 
 
 std::uint64_t Channel::call_future(const std::string& object, const std::string& method, nb::tuple args, nb::object kwargs,
                                    std::optional<double> timeout, int encoding, nb::object future) {
-  auto frame = request_frame(object, method, args, kwargs, encoding);
+  auto frame = request_frame(object, method, args, kwargs, encoding, timeout);
   auto* state = static_cast<ConnectionState*>(connection_->attachment());
-  auto sink = std::make_shared<FutureSink>(future, nb::steal(make_channel_object(connection_)), state);
+  auto sink = std::make_shared<FutureSink>(future, nb::steal(make_channel_object(connection_)), state, pickle_allowed());
   Result<std::uint64_t> sent = Error{};
   {
     nb::gil_scoped_release release;
@@ -225,12 +230,13 @@ std::unique_ptr<StreamIterator> Channel::call_stream(const std::string& object, 
   return std::make_unique<StreamIterator>(connection_, sink, *sent);
 }
 
-std::uint64_t Channel::export_object(nb::object object) {
+std::uint64_t Channel::export_object(nb::object object, nb::object methods) {
   auto* state = static_cast<ConnectionState*>(connection_->attachment());
   if (!state->exports) state->exports = PyDict_New();
   auto id = static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(object.ptr()));
   nb::object key = nb::int_(id);
-  PyDict_SetItem(state->exports, key.ptr(), object.ptr());
+  nb::object entry = nb::make_tuple(object, methods);
+  PyDict_SetItem(state->exports, key.ptr(), entry.ptr());
   return id;
 }
 
@@ -275,7 +281,7 @@ nb::object StreamIterator::next() {
     connection_->send(std::move(credit));
   }
   nb::object channel = nb::steal(make_channel_object(connection_));
-  return outcome_of(frame, channel.ptr());
+  return outcome_of(frame, channel.ptr(), connection_->negotiated().pickle_allowed);
 }
 
 void StreamIterator::close() {

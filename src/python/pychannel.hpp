@@ -33,7 +33,8 @@ class Channel {
                                               nb::object kwargs, int encoding);
   void cancel(std::uint64_t request_id) { connection_->cancel_call(request_id); }
   // Exports an object so the peer can call it back over this connection; returns its id.
-  std::uint64_t export_object(nb::object object);
+  // `methods`: the exposed method names of an object, or None for a function (called as a whole).
+  std::uint64_t export_object(nb::object object, nb::object methods);
   void close(const std::string& reason);
   bool is_open() const { return connection_->is_open(); }
   bool pickle_allowed() const { return connection_->negotiated().pickle_allowed; }
@@ -43,7 +44,7 @@ class Channel {
 
  private:
   wire::OutFrame request_frame(const std::string& object, const std::string& method, nb::tuple args,
-                               nb::object kwargs, int encoding);
+                               nb::object kwargs, int encoding, std::optional<double> timeout = std::nullopt);
   std::shared_ptr<rpc::Connection> connection_;
 };
 

@@ -525,7 +525,12 @@ bool encode_into(PyObject* value, wire::Encoding encoding, wire::OutFrame& frame
   return encode(value, packer, context, 0);
 }
 
-PyObject* decode_body(const wire::Frame& frame, PyObject* channel) {
+PyObject* decode_body(const wire::Frame& frame, PyObject* channel, bool pickle_allowed) {
+  if (frame.header.encoding == wire::Encoding::pickle && !pickle_allowed) {
+    PyErr_SetString(PyExc_PermissionError,
+                    "refused a pickle payload on a connection that did not negotiate pickle");
+    return nullptr;
+  }
   std::span<const std::byte> main = frame.body_span();
   std::vector<std::span<const std::byte>> segments;
   if (frame.header.flags & wire::kSegments) {
@@ -555,7 +560,7 @@ PyObject* exception_from_error(const wire::ErrorBody& error) {
 }
 
 PyObject* exception_from_frame(const wire::Frame& frame) {
-  PyRef decoded(decode_body(frame, nullptr));
+  PyRef decoded(decode_body(frame, nullptr, false));  // error bodies are data only, never pickle
   if (!decoded || !PyDict_Check(decoded.p)) {
     PyErr_Clear();
     return exception_from_error(wire::unpack_error_body(frame.body_span()));

@@ -41,8 +41,9 @@ bool encode_value(PyObject* value, wire::Packer& packer, EncodeContext& context)
 // Encodes into a frame's payload (and segments) with the given encoding.
 bool encode_into(PyObject* value, wire::Encoding encoding, wire::OutFrame& frame, PyObject* channel);
 
-// Decodes a frame body; returns a new reference, or nullptr with a Python exception set.
-PyObject* decode_body(const wire::Frame& frame, PyObject* channel);
+// Decodes a frame body; returns a new reference, or nullptr with a Python exception set. A pickle
+// body is refused unless `pickle_allowed` (the connection negotiated pickle): unpickling runs code.
+PyObject* decode_body(const wire::Frame& frame, PyObject* channel, bool pickle_allowed);
 
 // Segment storage as a bytes object, so decoding hands the value over without a copy. Takes the
 // GIL itself; called by the frame decoder on an io thread.

@@ -40,13 +40,18 @@ bool send_value(rpc::Connection& connection, std::uint64_t id, wire::MessageType
   }
   std::size_t size = frame.payload.size();
   for (const auto& segment : frame.segments) size += segment.bytes.size();
-  if (size < (1u << 20)) return connection.send(std::move(frame)).ok();
-  // A large reply may keep this thread writing for a while: other Python threads run meanwhile.
-  bool sent = false;
-  Py_BEGIN_ALLOW_THREADS
-  sent = connection.send(std::move(frame)).ok();
-  Py_END_ALLOW_THREADS
-  return sent;
+  Status status = ok_status();
+  if (size < (1u << 20)) {
+    status = connection.send(std::move(frame));
+  } else {
+    // A large reply may keep this thread writing for a while: other Python threads run meanwhile.
+    Py_BEGIN_ALLOW_THREADS
+    status = connection.send(std::move(frame));
+    Py_END_ALLOW_THREADS
+  }
+  // A reply the caller would refuse (over its frame limit) is answered with that error instead.
+  if (!status && status.error().kind == ErrorKind::bad_request) send_error(connection, id, ErrorKind::bad_request, status.error().message);
+  return status.ok();
 }
 
 // Waits (GIL released) until the stream may send one more item; false when the caller cancelled
@@ -256,10 +261,23 @@ void Dispatcher::dispatch(const std::shared_ptr<rpc::Connection>& connection, wi
   PyObject* channel = channel_for(connection);
   if (!object_name.empty() && object_name[0] == '#') {
     PyObject* key = PyLong_FromString(object_name.c_str() + 1, nullptr, 10);
-    target = key && state->exports ? PyDict_GetItem(state->exports, key) : nullptr;
+    PyObject* exported = key && state->exports ? PyDict_GetItem(state->exports, key) : nullptr;  // (object, methods)
     Py_XDECREF(key);
     PyErr_Clear();
-    if (!target) return reject(ErrorKind::unimplemented, "no exported callback " + object_name + " on this connection");
+    if (!exported) return reject(ErrorKind::unimplemented, "no exported callback " + object_name + " on this connection");
+    target = PyTuple_GET_ITEM(exported, 0);
+    PyObject* methods = PyTuple_GET_ITEM(exported, 1);
+    // A function is called as a whole; an object only through the methods it exposes.
+    bool allowed = false;
+    if (methods == Py_None) {
+      allowed = calling_callback;
+    } else if (!calling_callback) {
+      PyObject* name = PyUnicode_FromStringAndSize(method.data(), static_cast<Py_ssize_t>(method.size()));
+      allowed = name && PySet_Contains(methods, name) == 1;
+      Py_XDECREF(name);
+      PyErr_Clear();
+    }
+    if (!allowed) return reject(ErrorKind::unimplemented, "callback " + object_name + " exposes no method '" + method + "'");
   } else {
     PyObject* key = PyUnicode_FromStringAndSize(object_name.data(), static_cast<Py_ssize_t>(object_name.size()));
     entry = key && published_ ? PyDict_GetItem(published_, key) : nullptr;
@@ -272,16 +290,21 @@ void Dispatcher::dispatch(const std::shared_ptr<rpc::Connection>& connection, wi
     target = PyTuple_GET_ITEM(entry, 0);
   }
 
-  PyObject* request = decode_body(frame, channel);
+  PyObject* request = decode_body(frame, channel, connection->negotiated().pickle_allowed);
   if (!request || !PyList_Check(request) || PyList_GET_SIZE(request) != 2 || !PyList_Check(PyList_GET_ITEM(request, 0))) {
     Py_XDECREF(request);
     if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "request body must be [args, kwargs]");
     if (oneway) return;
     return send_current_exception(*connection, id, ErrorKind::bad_request);
   }
-  PyObject* args = PyList_AsTuple(PyList_GET_ITEM(request, 0));
   PyObject* kwargs = PyList_GET_ITEM(request, 1);
   if (kwargs == Py_None) kwargs = nullptr;
+  if (kwargs && !PyDict_Check(kwargs)) {
+    Py_DECREF(request);
+    if (!oneway) send_error(*connection, id, ErrorKind::bad_request, "request kwargs must be a map or nil");
+    return;
+  }
+  PyObject* args = PyList_AsTuple(PyList_GET_ITEM(request, 0));
 
   // The instance: shared, one per connection, or one per call.
   PyObject* instance = target;

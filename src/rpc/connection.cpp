@@ -42,7 +42,8 @@ Connection::Connection(std::unique_ptr<net::Transport> transport, Role role, Aut
       decoder_(options.limits, options.allocate_segment),
       timer_(transport_->executor()),
       last_received_(now_ticks()),
-      last_sent_(now_ticks()) {}
+      last_sent_(now_ticks()),
+      handshake_deadline_(Clock::now() + options.handshake_timeout) {}
 
 Connection::~Connection() = default;
 
@@ -81,8 +82,13 @@ void Connection::on_read(std::error_code ec, std::size_t count) {
   auto status = decoder_.commit(count, frames);
   if (status) status = read_large_body_now(frames);
   if (!established_.load(std::memory_order_acquire)) {
-    for (auto& frame : frames) handle_handshake_frame(std::move(frame));
-    frames.clear();
+    // Frames that arrive with the end of the handshake (a request right after WELCOME) are kept.
+    std::vector<wire::Frame> after_handshake;
+    for (auto& frame : frames) {
+      if (established_.load(std::memory_order_acquire)) after_handshake.push_back(std::move(frame));
+      else handle_handshake_frame(std::move(frame));
+    }
+    frames = std::move(after_handshake);
   }
   std::vector<wire::Frame> requests;
   for (auto& frame : frames) handle_frame(std::move(frame), requests);
@@ -319,6 +325,10 @@ std::vector<asio::const_buffer> Connection::gather(const std::deque<QueuedFrame>
 
 Status Connection::send(wire::OutFrame&& frame) {
   frame.finalize();
+  // A frame the peer would refuse fails here, alone, instead of costing the whole connection.
+  if (established_.load(std::memory_order_acquire) && frame.header.body_length > negotiated_.peer_max_body)
+    return Error{ErrorKind::bad_request, "a frame of " + std::to_string(frame.header.body_length) +
+                                             " bytes is over the peer's limit of " + std::to_string(negotiated_.peer_max_body)};
   std::unique_lock lock(write_mutex_);
   if (closed_.load(std::memory_order_acquire)) return Error{ErrorKind::disconnected, "connection is closed"};
   last_sent_.store(now_ticks(), std::memory_order_relaxed);
@@ -469,7 +479,7 @@ void Connection::arm_timer() {
   if (!is_open()) return;
   auto next = from_ticks(last_sent_.load()) + options_.heartbeat;
   next = std::min(next, from_ticks(last_received_.load()) + options_.idle_timeout);
-  if (!established_.load()) next = std::min(next, Clock::now() + options_.handshake_timeout);
+  if (!established_.load()) next = std::min(next, handshake_deadline_);
   {
     std::lock_guard lock(pending_mutex_);
     if (!deadlines_.empty()) next = std::min(next, deadlines_.begin()->first);
@@ -485,11 +495,13 @@ void Connection::arm_timer() {
 void Connection::on_timer() {
   if (!is_open()) return;
   auto now = Clock::now();
-  if (now - from_ticks(last_received_.load()) >= options_.idle_timeout) {
+  // While this side has paused reading (backpressure), silence is its own doing, not the peer's.
+  bool reading_paused = pause_requested_.load() || read_parked_.load();
+  if (!reading_paused && now - from_ticks(last_received_.load()) >= options_.idle_timeout) {
     fail(Error{ErrorKind::disconnected, "idle timeout: nothing heard from the peer"});
     return;
   }
-  if (!established_.load() && now - from_ticks(last_received_.load()) >= options_.handshake_timeout) {
+  if (!established_.load() && now >= handshake_deadline_) {
     fail(Error{ErrorKind::timeout, "handshake timed out"});
     return;
   }

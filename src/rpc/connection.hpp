@@ -190,6 +190,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   asio::steady_timer timer_;
   std::atomic<Clock::rep> last_received_;
   std::atomic<Clock::rep> last_sent_;
+  Clock::time_point handshake_deadline_;  // fixed at creation: trickling bytes cannot extend it
 
   std::unique_ptr<Attachment> attachment_;
 };

@@ -198,7 +198,8 @@ Handshake::Step Handshake::client_on_frame(const wire::Frame& frame) {
     state_ = State::failed;
     return Step{{}, Error{ErrorKind::denied, "a secret was given but the server did not authenticate"}, false};
   }
-  negotiated_.pickle_allowed = list_contains(map, "encodings", "pickle");
+  // Pickle only if this side asked for it and the connection is authenticated, whatever the server says.
+  negotiated_.pickle_allowed = auth_.want_pickle && negotiated_.authenticated && list_contains(map, "encodings", "pickle");
   negotiated_.peer_max_body = uint_field(map, "max_frame", wire::kDefaultMaxBody);
   negotiated_.peer_heartbeat = std::chrono::milliseconds(uint_field(map, "heartbeat_ms", 0));
   state_ = State::done;

@@ -219,7 +219,8 @@ Result<FrameDecoder::Start> FrameDecoder::start_segmented(const FrameHeader& h) 
   auto main_length = load_le<std::uint32_t>(buffer_.data() + at + 4);
   if (count == 0 || count > kMaxSegments) return Start::fall_back;
   std::size_t table = 8 + 8 * std::size_t(count);
-  if (table > h.body_length) return Error{ErrorKind::bad_request, "segment table runs past the body"};
+  // An inconsistent table falls back to reading the body whole; decoding then fails that request only.
+  if (table > h.body_length) return Start::fall_back;
   if (available < table) {
     compact(kHeaderSize + h.meta_length + table);
     return Start::waiting;
@@ -231,10 +232,10 @@ Result<FrameDecoder::Start> FrameDecoder::start_segmented(const FrameHeader& h) 
   std::vector<std::size_t> sizes(count);
   for (std::size_t i = 0; i < count; ++i) {
     sizes[i] = load_le<std::uint64_t>(buffer_.data() + at + 8 + 8 * i);
-    if (sizes[i] > h.body_length) return Error{ErrorKind::bad_request, "segment longer than the body"};
+    if (sizes[i] > h.body_length) return Start::fall_back;
     total += sizes[i] + pad8(sizes[i]);
   }
-  if (total != h.body_length) return Error{ErrorKind::bad_request, "segment table does not match the body length"};
+  if (total != h.body_length) return Start::fall_back;
   if (available < prefix) {
     compact(kHeaderSize + h.meta_length + prefix);
     return Start::waiting;

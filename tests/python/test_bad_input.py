@@ -554,3 +554,64 @@ def test_request_instead_of_auth_is_denied(secured):
     start_auth(sock)
     sock.sendall(request_frame(1, "target", "echo", ["sneaky"]))
     assert_closed_with(sock, "denied", error_required=True)
+
+
+# --- found by the protocol audit ---------------------------------------------------------------
+
+def test_request_in_the_same_write_as_hello_is_answered(target, raw):
+    """A REQUEST that arrives in the same read as the handshake's end is served, not dropped."""
+    raw.sendall(hello_frame() + request_frame(7, "target", "echo", ["early"]))
+    assert recv_frame(raw).type == WELCOME
+    reply = recv_frame(raw)
+    assert (reply.type, reply.request_id, reply.value()) == (REPLY, 7, "early")
+
+
+def test_kwargs_that_are_not_a_map_are_bad_request_and_the_connection_kept(target, raw):
+    """kwargs of the wrong shape fail that request cleanly (they once reached the call unchecked)."""
+    handshake(raw)
+    raw.sendall(frame(REQUEST, pack([["x"], [1, 2]]), request_id=5, meta=b"target\0echo"))
+    error = recv_frame(raw)
+    assert (error.type, error.request_id) == (ERROR, 5)
+    assert error.value()["kind"] == "bad_request"
+    raw.sendall(request_frame(6, "target", "echo", ["y"]))
+    reply = recv_frame(raw)
+    assert (reply.type, reply.request_id, reply.value()) == (REPLY, 6, "y")
+
+
+class _Evil:
+    """Unpickling this runs code: the proof that a client unpickled what it never agreed to."""
+
+    def __reduce__(self):
+        return (exec, ("import builtins; builtins.tether_test_pwned = True",))
+
+
+def test_client_refuses_a_pickled_reply_it_did_not_negotiate():
+    """A hostile server answering with a pickle body must not get code run in the client."""
+    import builtins
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def hostile_server():
+        conn, _ = listener.accept()
+        with conn:
+            recv_frame(conn)  # HELLO
+            conn.sendall(frame(WELCOME, pack({"version": 1, "encodings": ["msgpack", "pickle"],
+                                              "max_frame": 1 << 30, "heartbeat_ms": 60_000,
+                                              "authenticated": False})))
+            request = recv_frame(conn)  # $meta.describe
+            conn.sendall(frame(REPLY, pickle.dumps(_Evil()), request_id=request.request_id, encoding=ENC_PICKLE))
+            try:
+                recv_frame(conn)
+            except (EOFError, OSError):
+                pass
+
+    thread = threading.Thread(target=hostile_server, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises((PermissionError, tether.TetherError)):
+            tether.Proxy(f"tether://127.0.0.1:{port}/anything", timeout=10).anything()
+        assert not getattr(builtins, "tether_test_pwned", False), "the client unpickled a hostile reply"
+    finally:
+        listener.close()
+        thread.join(10)

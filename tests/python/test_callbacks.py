@@ -114,3 +114,26 @@ def test_concurrent_calls_route_each_callback_to_its_own_function(runner, make_p
     futures = [proxy.run.future(lambda i, k=k: (k, i), 20) for k in range(8)]
     for k, future in enumerate(futures):
         assert future.result(timeout=30) == [(k, i) for i in range(20)]
+
+
+class _PartlyExposed:
+    @tether.expose
+    def shown(self):
+        return "shown"
+
+    def hidden(self):
+        return "hidden"
+
+
+def test_a_callback_object_exposes_only_its_exposed_methods(server, make_proxy):
+    """An object passed as a callback is reachable only through the methods it exposes."""
+
+    @tether.expose
+    class Caller:
+        def call(self, callback, name):
+            return getattr(callback, name)()
+
+    proxy = make_proxy(server.register(Caller(), "caller"))
+    assert proxy.call(_PartlyExposed(), "shown") == "shown"
+    with pytest.raises(tether.TetherError):
+        proxy.call(_PartlyExposed(), "hidden")

@@ -252,3 +252,14 @@ def test_server_keeps_serving_after_a_client_is_killed_mid_call(server, make_pro
     # The reply to the dead client has now been written (or dropped); the server must still be fine.
     assert bystander.ping() == "pong"
     assert make_proxy(uri).ping() == "pong"
+
+
+def test_a_call_over_the_servers_frame_limit_fails_alone(make_server, make_proxy):
+    """A request larger than the server's max_frame fails with ProtocolError on the caller's side,
+    before it is sent, and the connection keeps working."""
+    srv = make_server(max_frame=4096)
+    proxy = make_proxy(srv.register(Greeter(), "greeter"))
+    assert proxy.hello("a") == "hello a"
+    with pytest.raises(tether.ProtocolError):
+        proxy.hello("x" * 10_000)
+    assert proxy.hello("b") == "hello b"

@@ -7,7 +7,7 @@ import threading
 import traceback
 
 from .. import _core, codec, errors
-from ..expose import is_exposed
+from ..expose import describe, is_exposed
 
 
 def _export_object(channel, value):
@@ -17,17 +17,21 @@ def _export_object(channel, value):
         return (1, value._uri)
     if channel is None:
         return None
-    if inspect.isfunction(value) or inspect.ismethod(value) or inspect.isbuiltin(value) or is_exposed(value):
-        return (0, channel.export(value))
+    if inspect.isfunction(value) or inspect.ismethod(value) or inspect.isbuiltin(value):
+        return (0, channel.export(value, None))
+    if is_exposed(value):
+        return (0, channel.export(value, describe(type(value))[0]))
     return None
 
 
 def _make_ref(channel, kind, value):
     from ..proxy import Proxy, _CallbackProxy
 
-    if kind == 0:
+    if kind == 0 and isinstance(value, int):
         return _CallbackProxy(channel, f"#{value}")
-    return Proxy(value)
+    if kind == 1 and isinstance(value, str):
+        return Proxy(value)
+    raise ValueError(f"unknown object reference kind {kind!r}")
 
 
 def _format_exception(exc):
