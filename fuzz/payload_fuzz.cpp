@@ -17,7 +17,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   frame.header.flags = (data[0] & 1) ? wire::kSegments : 0;
   frame.body = std::make_shared<wire::Bytes>(size - 1);
   if (size > 1) std::memcpy(frame.body->data(), data + 1, size - 1);
-  PyObject* value = python::decode_body(frame, nullptr);
+  PyObject* value = python::decode_body(frame, nullptr, false);
   Py_XDECREF(value);
   PyErr_Clear();
   return 0;

@@ -8,12 +8,24 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "wire/frame.hpp"
 #include "wire/msgpack_util.hpp"
 
 namespace tether::python {
+
+// Owns one Python reference for a scope.
+struct PyRef {
+  PyObject* p;
+  explicit PyRef(PyObject* o = nullptr) : p(o) {}
+  ~PyRef() { Py_XDECREF(p); }
+  PyRef(const PyRef&) = delete;
+  PyRef& operator=(const PyRef&) = delete;
+  PyObject* release() { return std::exchange(p, nullptr); }
+  explicit operator bool() const { return p != nullptr; }
+};
 
 // Hooks into the Python layer, set once by tether/__init__.py (owned references).
 struct Hooks {
