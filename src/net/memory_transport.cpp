@@ -83,22 +83,26 @@ class Channel {
     return {{}, n};
   }
 
-  // Called with the lock held; releases it.
+  // Called with the lock held; releases it. A waiting read is completed, and the room it leaves is
+  // refilled from queued writers straight away, so bytes never sit in a writer with nobody to move them.
   void complete_pending_read(std::unique_lock<std::mutex>& lock) {
-    if (!pending_read_ || (bytes_.empty() && !closed_)) {
-      lock.unlock();
-      return;
+    std::vector<PendingWrite> finished;
+    std::optional<std::pair<IoHandler, std::pair<std::error_code, std::size_t>>> read_done;
+    move_writers_locked(finished);
+    if (pending_read_ && (!bytes_.empty() || closed_)) {
+      auto pending = std::move(*pending_read_);
+      pending_read_.reset();
+      read_done.emplace(std::move(pending.handler), take(pending.into));
+      move_writers_locked(finished);
     }
-    auto pending = std::move(*pending_read_);
-    pending_read_.reset();
-    auto taken = take(pending.into);
     lock.unlock();
-    asio::post(executor_, [h = std::move(pending.handler), taken] { h(taken.first, taken.second); });
+    for (auto& w : finished) asio::post(executor_, [h = std::move(w.handler), n = w.done] { h({}, n); });
+    if (read_done)
+      asio::post(executor_, [h = std::move(read_done->first), r = read_done->second] { h(r.first, r.second); });
   }
 
-  // Moves queued async writes into the buffer as room appears, completing the finished ones.
-  void flush_writers() {
-    std::unique_lock lock(mutex_);
+  // Moves queued async writes into the buffer as room allows; finished writers go to `finished`.
+  void move_writers_locked(std::vector<PendingWrite>& finished) {
     while (!writers_.empty() && !closed_) {
       auto& w = writers_.front();
       std::size_t total = 0;
@@ -117,10 +121,14 @@ class Channel {
           break;
         }
       }
-      if (w.done < total) break;
-      asio::post(executor_, [h = std::move(w.handler), n = w.done] { h({}, n); });
+      if (w.done < total) return;
+      finished.push_back(std::move(w));
       writers_.pop_front();
     }
+  }
+
+  void flush_writers() {
+    std::unique_lock lock(mutex_);
     complete_pending_read(lock);
   }
 
