@@ -72,14 +72,14 @@ class ClientRuntime {
   // path); callbacks the servers make into this process run on their own threads, so a callback
   // that calls a server again never stops this process from reading the reply.
   explicit ClientRuntime(std::size_t callback_threads)
-      : runtime_(1, python_thread_hooks()),
-        callbacks_(std::max<std::size_t>(callback_threads, 1), python_thread_hooks()),
-        dispatcher_(std::make_shared<Dispatcher>(nullptr, callbacks_.executor(),
+      : runtime_(std::make_shared<rpc::Runtime>(1, python_thread_hooks())),
+        callbacks_(std::make_shared<rpc::Runtime>(std::max<std::size_t>(callback_threads, 1), python_thread_hooks())),
+        dispatcher_(std::make_shared<Dispatcher>(nullptr, callbacks_->executor(),
                                                  std::max<std::size_t>(callback_threads, 1), false)) {}
   ~ClientRuntime() {
     nb::gil_scoped_release release;
-    runtime_.stop();
-    callbacks_.stop();
+    runtime_->stop();
+    callbacks_->stop();
     dispatcher_->stop();
   }
   Channel connect(const std::string& uri_or_address, std::optional<nb::bytes> secret, bool want_pickle,
@@ -94,7 +94,7 @@ class ClientRuntime {
     Result<std::shared_ptr<rpc::Connection>> connection = Error{};
     {
       nb::gil_scoped_release release;
-      connection = rpc::connect(runtime_, *endpoint, auth, connection_options(heartbeat, idle_timeout, max_frame),
+      connection = rpc::connect(*runtime_, *endpoint, auth, connection_options(heartbeat, idle_timeout, max_frame),
                                 dispatcher_, std::chrono::milliseconds(static_cast<long long>(timeout * 1000)));
     }
     if (!connection) throw_error(connection.error());
@@ -102,8 +102,8 @@ class ClientRuntime {
   }
 
  private:
-  rpc::Runtime runtime_;
-  rpc::Runtime callbacks_;
+  std::shared_ptr<rpc::Runtime> runtime_;  // shared: connections keep it alive (see rpc::Runtime)
+  std::shared_ptr<rpc::Runtime> callbacks_;
   std::shared_ptr<Dispatcher> dispatcher_;
 };
 
@@ -113,7 +113,7 @@ class Server {
   Server(nb::dict published, const std::string& host, int port, std::optional<std::string> unix_path,
          std::optional<nb::bytes> secret, bool allow_pickle, std::size_t threads, double heartbeat,
          double idle_timeout, std::uint64_t max_frame)
-      : runtime_(std::make_unique<rpc::Runtime>(threads + 1, python_thread_hooks())),
+      : runtime_(std::make_shared<rpc::Runtime>(threads + 1, python_thread_hooks())),
         dispatcher_(std::make_shared<Dispatcher>(published.ptr(), runtime_->executor(), threads)) {
     auto& dispatcher = dispatcher_;
     rpc::AuthConfig auth{secret_text(secret), allow_pickle, false};
@@ -141,7 +141,8 @@ class Server {
   }
 
  private:
-  std::unique_ptr<rpc::Runtime> runtime_;  // dispatch threads + 1 io threads: one always reads
+  std::shared_ptr<rpc::Runtime> runtime_;  // dispatch threads + 1 io threads: one always reads; shared:
+                                           // connections outliving the server keep its io context
   std::shared_ptr<Dispatcher> dispatcher_;
   std::unique_ptr<rpc::Listener> listener_;
 };

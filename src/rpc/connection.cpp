@@ -25,14 +25,17 @@ wire::OutFrame control_frame(MessageType type, std::uint64_t request_id) {
 
 std::shared_ptr<Connection> Connection::create(std::unique_ptr<net::Transport> transport, Role role,
                                                AuthConfig auth, ConnectionOptions options,
-                                               std::shared_ptr<RequestHandler> handler) {
-  return std::shared_ptr<Connection>(
-      new Connection(std::move(transport), role, std::move(auth), options, std::move(handler)));
+                                               std::shared_ptr<RequestHandler> handler,
+                                               std::shared_ptr<void> runtime_keepalive) {
+  return std::shared_ptr<Connection>(new Connection(std::move(transport), role, std::move(auth), options,
+                                                    std::move(handler), std::move(runtime_keepalive)));
 }
 
 Connection::Connection(std::unique_ptr<net::Transport> transport, Role role, AuthConfig auth,
-                       ConnectionOptions options, std::shared_ptr<RequestHandler> handler)
-    : transport_(std::move(transport)),
+                       ConnectionOptions options, std::shared_ptr<RequestHandler> handler,
+                       std::shared_ptr<void> runtime_keepalive)
+    : runtime_keepalive_(std::move(runtime_keepalive)),
+      transport_(std::move(transport)),
       role_(role),
       options_(options),
       handler_(std::move(handler)),

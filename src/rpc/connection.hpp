@@ -66,9 +66,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
   using Role = Handshake::Role;
   using HandshakeDone = std::function<void(const Result<Negotiated>&)>;
 
+  // `runtime_keepalive` (may be empty) keeps the io context of the transport alive as long as the
+  // connection: the socket must not outlive it.
   static std::shared_ptr<Connection> create(std::unique_ptr<net::Transport> transport, Role role,
                                             AuthConfig auth, ConnectionOptions options,
-                                            std::shared_ptr<RequestHandler> handler);
+                                            std::shared_ptr<RequestHandler> handler,
+                                            std::shared_ptr<void> runtime_keepalive = nullptr);
   ~Connection();
 
   // Starts reading and the handshake; `done` runs once, on an io thread.
@@ -120,7 +123,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
  private:
   Connection(std::unique_ptr<net::Transport> transport, Role role, AuthConfig auth,
-             ConnectionOptions options, std::shared_ptr<RequestHandler> handler);
+             ConnectionOptions options, std::shared_ptr<RequestHandler> handler,
+             std::shared_ptr<void> runtime_keepalive);
 
   struct PendingCall {
     std::shared_ptr<ReplySink> sink;
@@ -155,6 +159,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void arm_timer();
   void on_timer();
 
+  std::shared_ptr<void> runtime_keepalive_;  // first member: destroyed last, after the socket
   std::unique_ptr<net::Transport> transport_;
   Role role_;
   ConnectionOptions options_;

@@ -61,7 +61,8 @@ asio::awaitable<void> Listener::accept_loop(Acceptor& acceptor, MakeTransport ma
 }
 
 void Listener::adopt(std::unique_ptr<net::Transport> transport) {
-  auto connection = Connection::create(std::move(transport), Connection::Role::server, auth_, options_, handler_);
+  auto connection = Connection::create(std::move(transport), Connection::Role::server, auth_, options_, handler_,
+                                       runtime_.weak_from_this().lock());
   {
     std::lock_guard lock(mutex_);
     if (closed_) return;
@@ -140,7 +141,8 @@ Result<std::shared_ptr<Connection>> connect(Runtime& runtime, const net::Endpoin
     if (ec) return Error{ErrorKind::disconnected, "cannot connect to " + endpoint.to_string() + ": " + ec.message()};
     transport = net::make_tcp_transport(std::move(socket));
   }
-  auto connection = Connection::create(std::move(transport), Connection::Role::client, std::move(auth), options, std::move(handler));
+  auto connection = Connection::create(std::move(transport), Connection::Role::client, std::move(auth), options,
+                                       std::move(handler), runtime.weak_from_this().lock());
   auto outcome = std::make_shared<std::promise<Result<Negotiated>>>();
   auto done = outcome->get_future();
   connection->start([outcome](const Result<Negotiated>& result) { outcome->set_value(result); });

@@ -26,6 +26,10 @@ void Runtime::stop() {
   for (auto& thread : threads_)
     if (thread.joinable()) thread.join();
   threads_.clear();
+  // Completions of operations on sockets that were closed are run here, on the stopping thread, so
+  // their handlers release the connections they hold instead of pinning them in the queue.
+  context_.restart();
+  context_.poll();
 }
 
 bool Runtime::running_in_this_thread() const {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <thread>
 #include <vector>
 
@@ -10,7 +11,9 @@
 
 namespace tether::rpc {
 
-class Runtime {
+// Owned through shared_ptr where connections may outlive their owner: each connection then keeps
+// its runtime (and so the io context its socket belongs to) alive.
+class Runtime : public std::enable_shared_from_this<Runtime> {
  public:
   // Run on each io thread when it starts and just before it ends; an embedding uses them to give
   // its threads lasting per-thread state (the Python layer keeps one thread state per io thread).

@@ -107,3 +107,46 @@ def test_cancelling_the_future_cancels_the_remote_coroutine(service, make_proxy)
     assert future.cancelled()
     assert obj.cancelled.wait(10), "remote coroutine was not cancelled"
     assert proxy.double(1) == 2
+
+
+def test_an_async_call_finishing_after_its_server_closed_is_harmless(make_proxy):
+    """A coroutine still running when its server closes holds its connection; when it finishes
+    later, answering on and releasing that connection must be harmless (connections keep their
+    runtime, and so their socket's io context, alive). Run in a child so a crash is a failure."""
+    import gc
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import asyncio, gc, threading, tether
+        gate = threading.Event()
+        started = threading.Event()
+
+        @tether.expose
+        class Slow:
+            async def wait(self):
+                started.set()
+                while not gate.is_set():
+                    await asyncio.sleep(0.01)
+                return "late"
+
+        server = tether.Server(host="127.0.0.1", port=0)
+        uri = server.register(Slow(), "slow")
+        proxy = tether.Proxy(uri, timeout=0.2)
+        try:
+            proxy.wait()
+        except tether.CallTimeoutError:
+            pass
+        assert started.wait(10)
+        proxy.close()
+        server.close()
+        gate.set()                 # the coroutine now answers on a connection of a closed server
+        for _ in range(50):
+            gc.collect()
+            threading.Event().wait(0.01)
+        print("survived", flush=True)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "survived" in result.stdout
