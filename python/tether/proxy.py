@@ -108,6 +108,9 @@ class Proxy:
                 except LookupError as exc:
                     channel.close()
                     raise NoSuchObjectError(f"{self._uri}: {exc}") from None
+                except BaseException:
+                    channel.close()  # a connection that could not be set up is not left open
+                    raise
                 self._methods = {m: _RemoteMethod(self, m, m in oneway, m in streams) for m in methods}
                 self._channel = channel
             return self._channel
