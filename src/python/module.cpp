@@ -134,7 +134,7 @@ class Server {
     if (!runtime_) return;
     nb::gil_scoped_release release;
     listener_->close();
-    runtime_->stop();
+    runtime_->stop(std::chrono::milliseconds(2000));  // the closed connections' completions run first
     dispatcher_->stop();
     listener_.reset();
     runtime_.reset();

@@ -13,23 +13,28 @@ Runtime::Runtime(std::size_t threads, ThreadHooks hooks) : work_(asio::make_work
     threads_.emplace_back([this, hooks] {
       if (hooks.on_start) hooks.on_start();
       context_.run();
+      {
+        std::lock_guard lock(finished_mutex_);
+        ++finished_;
+      }
+      finished_changed_.notify_all();
       if (hooks.on_exit) hooks.on_exit();
     });
 }
 
 Runtime::~Runtime() { stop(); }
 
-void Runtime::stop() {
+void Runtime::stop(std::chrono::milliseconds drain) {
   TETHER_ASSERT(!running_in_this_thread(), "a runtime cannot stop itself from one of its own threads");
   work_.reset();
+  if (drain.count() > 0 && !threads_.empty()) {
+    std::unique_lock lock(finished_mutex_);
+    finished_changed_.wait_for(lock, drain, [&] { return finished_ == threads_.size(); });
+  }
   context_.stop();
   for (auto& thread : threads_)
     if (thread.joinable()) thread.join();
   threads_.clear();
-  // Completions of operations on sockets that were closed are run here, on the stopping thread, so
-  // their handlers release the connections they hold instead of pinning them in the queue.
-  context_.restart();
-  context_.poll();
 }
 
 bool Runtime::running_in_this_thread() const {

@@ -2,8 +2,11 @@
 // that the owner (the Python module, or a C++ program) creates and passes in: no hidden singleton.
 #pragma once
 
+#include <chrono>
+#include <condition_variable>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -29,14 +32,19 @@ class Runtime : public std::enable_shared_from_this<Runtime> {
 
   asio::io_context& context() { return context_; }
   asio::any_io_executor executor() { return context_.get_executor(); }
-  // Stops the loop and joins the threads; a no-op when called again.
-  void stop();
+  // Stops the loop and joins the threads; a no-op when called again. With `drain`, the threads
+  // first finish the work already there (completions of closed sockets, cancelled timers) for up to
+  // that long, so no queued handler is left holding a connection.
+  void stop(std::chrono::milliseconds drain = std::chrono::milliseconds(0));
   bool running_in_this_thread() const;
 
  private:
   asio::io_context context_;
   asio::executor_work_guard<asio::io_context::executor_type> work_;
   std::vector<std::thread> threads_;
+  std::mutex finished_mutex_;
+  std::condition_variable finished_changed_;
+  std::size_t finished_ = 0;  // threads whose loop ran out of work
 };
 
 }  // namespace tether::rpc
