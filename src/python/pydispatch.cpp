@@ -178,15 +178,18 @@ void Dispatcher::on_cancel(rpc::Connection& connection, std::uint64_t request_id
   state->stream_changed.notify_all();
   Gil gil;
   if (!state->async_calls) return;
+  // An async method: its future leaves the table (held by us) before cancel() runs, because
+  // cancel() runs Python code, during which the connection may close and clear the table.
   PyObject* key = PyLong_FromUnsignedLongLong(request_id);
-  PyObject* running = PyDict_GetItem(state->async_calls, key);  // an async method: cancel its task
-  if (running) {
-    PyObject* cancelled = PyObject_CallMethod(running, "cancel", nullptr);
-    Py_XDECREF(cancelled);
-    PyErr_Clear();
-    if (PyDict_DelItem(state->async_calls, key) != 0) PyErr_Clear();
-  }
+  PyObject* running = PyDict_GetItem(state->async_calls, key);
+  Py_XINCREF(running);
+  if (running && PyDict_DelItem(state->async_calls, key) != 0) PyErr_Clear();
   Py_DECREF(key);
+  if (!running) return;
+  PyObject* cancelled = PyObject_CallMethod(running, "cancel", nullptr);
+  Py_XDECREF(cancelled);
+  PyErr_Clear();
+  Py_DECREF(running);
 }
 
 void Dispatcher::on_batch_end(rpc::Connection& connection) {
@@ -256,8 +259,9 @@ void Dispatcher::dispatch(const std::shared_ptr<rpc::Connection>& connection, wi
   }
 
   // Find the target: an exported callback ("#id") or a published object.
-  PyObject* target = nullptr;  // borrowed
+  PyObject* target = nullptr;  // borrowed from the entry, which held_entry keeps alive
   PyObject* entry = nullptr;   // (target, mode, methods, oneway, streams) for published objects
+  PyRef held_entry;
   PyObject* channel = channel_for(connection);
   if (!object_name.empty() && object_name[0] == '#') {
     PyObject* key = PyLong_FromString(object_name.c_str() + 1, nullptr, 10);
@@ -265,6 +269,7 @@ void Dispatcher::dispatch(const std::shared_ptr<rpc::Connection>& connection, wi
     Py_XDECREF(key);
     PyErr_Clear();
     if (!exported) return reject(ErrorKind::unimplemented, "no exported callback " + object_name + " on this connection");
+    held_entry.p = Py_NewRef(exported);  // user code below may close the connection and clear the table
     target = PyTuple_GET_ITEM(exported, 0);
     PyObject* methods = PyTuple_GET_ITEM(exported, 1);
     // A function is called as a whole; an object only through the methods it exposes.
@@ -283,6 +288,7 @@ void Dispatcher::dispatch(const std::shared_ptr<rpc::Connection>& connection, wi
     entry = key && published_ ? PyDict_GetItem(published_, key) : nullptr;
     Py_XDECREF(key);
     if (!entry) return reject(ErrorKind::unimplemented, "no object named '" + object_name + "' on this server");
+    held_entry.p = Py_NewRef(entry);  // user code below may unregister the object
     PyObject* method_name = PyUnicode_FromStringAndSize(method.data(), static_cast<Py_ssize_t>(method.size()));
     int exposed = PySet_Contains(PyTuple_GET_ITEM(entry, 2), method_name);
     Py_DECREF(method_name);
