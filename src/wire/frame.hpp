@@ -139,7 +139,6 @@ class FrameDecoder {
   std::span<std::byte> prepare();
   // Accounts for `count` bytes read into the prepared region and appends complete frames to `out`.
   Status commit(std::size_t count, std::vector<Frame>& out);
-  bool idle() const { return end_ == begin_ && !large_; }
   // True while a large body is being read straight into its buffer.
   bool in_large_frame() const { return large_ != nullptr; }
 
