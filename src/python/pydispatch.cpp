@@ -182,6 +182,8 @@ void Dispatcher::on_cancel(rpc::Connection& connection, std::uint64_t request_id
   // cancel() runs Python code, during which the connection may close and clear the table.
   PyObject* key = PyLong_FromUnsignedLongLong(request_id);
   PyObject* running = PyDict_GetItem(state->async_calls, key);
+  if (running == Py_None) PyDict_SetItem(state->async_calls, key, Py_False);  // still being scheduled
+  if (running == Py_None || running == Py_False) running = nullptr;
   Py_XINCREF(running);
   if (running && PyDict_DelItem(state->async_calls, key) != 0) PyErr_Clear();
   Py_DECREF(key);
@@ -356,18 +358,29 @@ void Dispatcher::dispatch(const std::shared_ptr<rpc::Connection>& connection, wi
     return;
   }
   if (PyCoro_CheckExact(result) && hooks().run_async) {
-    // The event loop finishes it and answers through the responder.
+    // The event loop finishes it and answers through the responder. Its table entry is reserved
+    // (None) before scheduling, which runs Python and may let a CANCEL in: that CANCEL marks the
+    // entry (False), and the future is cancelled as soon as we have it. The responder forgets the
+    // entry when it answers.
+    if (!state->async_calls) state->async_calls = PyDict_New();
+    PyRef key(PyLong_FromUnsignedLongLong(id));
+    PyDict_SetItem(state->async_calls, key.p, Py_None);
     PyObject* responder = make_responder_object(connection, id, encoding);
-    PyObject* scheduled = PyObject_CallFunctionObjArgs(hooks().run_async, result, responder, nullptr);
+    PyRef scheduled(PyObject_CallFunctionObjArgs(hooks().run_async, result, responder, nullptr));
     Py_DECREF(responder);
     Py_DECREF(result);
-    if (!scheduled) return send_current_exception(*connection, id, ErrorKind::failed);
-    // Kept so a CANCEL can stop it; the responder forgets it when it answers.
-    if (!state->async_calls) state->async_calls = PyDict_New();
-    PyObject* key = PyLong_FromUnsignedLongLong(id);
-    PyDict_SetItem(state->async_calls, key, scheduled);
-    Py_DECREF(key);
-    Py_DECREF(scheduled);
+    PyObject* entry_now = state->async_calls ? PyDict_GetItem(state->async_calls, key.p) : nullptr;
+    if (!scheduled) {
+      if (entry_now && PyDict_DelItem(state->async_calls, key.p) != 0) PyErr_Clear();
+      return send_current_exception(*connection, id, ErrorKind::failed);
+    }
+    if (entry_now == Py_False) {
+      if (PyDict_DelItem(state->async_calls, key.p) != 0) PyErr_Clear();
+      PyRef cancelled(PyObject_CallMethod(scheduled.p, "cancel", nullptr));
+      PyErr_Clear();
+    } else if (entry_now) {
+      PyDict_SetItem(state->async_calls, key.p, scheduled.p);
+    }
     return;
   }
   if (PyGen_Check(result)) {
