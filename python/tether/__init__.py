@@ -9,8 +9,9 @@ from .codec import register_type
 from .errors import (AuthenticationError, CallTimeoutError, CommunicationError, ConnectionClosedError,
                      NoSuchObjectError, ProtocolError, RemoteError, TetherError)
 from .expose import expose, oneway
+from .future import Future
 from .naming import NameServer, locate_ns
-from .proxy import Future, Proxy
+from .proxy import Proxy
 from .server import Server
 
 _hooks.install()

@@ -1,8 +1,6 @@
 """Proxy: calls a remote object as if it were local; sync, future/await, oneway and streams."""
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import threading
 
 from . import _core
@@ -12,51 +10,9 @@ from .errors import NoSuchObjectError
 _ENCODINGS = {"msgpack": 1, "pickle": 2}
 
 
-class Future(concurrent.futures.Future):
-    """A concurrent.futures.Future that is also awaitable; cancel() tells the server too."""
-
-    _channel = None
-    _request_id = None
-
-    def __await__(self):
-        return asyncio.wrap_future(self).__await__()
-
-    def cancel(self):
-        cancelled = super().cancel()
-        if cancelled and self._channel is not None:
-            self._channel.cancel(self._request_id)
-        return cancelled
-
-
-class _RemoteMethod:
-    __slots__ = ("_proxy", "_name", "_oneway", "_stream")
-
-    def __init__(self, proxy, name, oneway=False, stream=False):
-        self._proxy = proxy
-        self._name = name
-        self._oneway = oneway
-        self._stream = stream
-
-    def __call__(self, *args, **kwargs):
-        p = self._proxy
-        channel = p._channel or p._connect()
-        if self._oneway:
-            return channel.call_oneway(p._object, self._name, args, kwargs, p._encoding)
-        if self._stream:
-            return channel.call_stream(p._object, self._name, args, kwargs, p._encoding)
-        return channel.call(p._object, self._name, args, kwargs, p.timeout, p._encoding)
-
-    def future(self, *args, **kwargs) -> Future:
-        """Starts the call and returns at once; the Future completes when the reply arrives."""
-        p = self._proxy
-        channel = p._channel or p._connect()
-        future = Future()
-        future._channel = channel
-        future._request_id = channel.call_future(p._object, self._name, args, kwargs, p.timeout, p._encoding, future)
-        return future
-
-    def __repr__(self):
-        return f"<remote method {self._name} of {self._proxy!r}>"
+# proxy.name: a C type whose calls reach the Channel without a Python frame in between (the hot
+# path of pipelined futures); `.future(...)` returns a tether.Future. See src/python/pymethod.hpp.
+_RemoteMethod = _core.RemoteMethod
 
 
 class Proxy:
@@ -112,6 +68,11 @@ class Proxy:
                     channel.close()  # a connection that could not be set up is not left open
                     raise
                 self._methods = {m: _RemoteMethod(self, m, m in oneway, m in streams) for m in methods}
+                for name, method in self._methods.items():
+                    # Found by plain attribute lookup from now on, without a miss into __getattr__;
+                    # the proxy's own attributes (close, timeout) keep their meaning.
+                    if not hasattr(Proxy, name):
+                        self.__dict__[name] = method
                 self._channel = channel
             return self._channel
 

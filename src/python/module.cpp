@@ -10,6 +10,8 @@
 #include "python/pychannel.hpp"
 #include "python/pycodec.hpp"
 #include "python/pydispatch.hpp"
+#include "python/pyfuture.hpp"
+#include "python/pymethod.hpp"
 #include "rpc/listener.hpp"
 #include "rpc/runtime.hpp"
 
@@ -161,7 +163,7 @@ NB_MODULE(_core, m) {
 
   m.def("set_hooks", [](nb::object encoders, nb::object decoders, nb::object export_object, nb::object make_ref,
                         nb::object make_error, nb::object pickle_dumps, nb::object pickle_loads,
-                        nb::object format_exception, nb::object run_async) {
+                        nb::object format_exception, nb::object run_async, nb::object future_type) {
         auto& h = hooks();
         set_hook(h.encoders, encoders);
         set_hook(h.decoders, decoders);
@@ -172,8 +174,9 @@ NB_MODULE(_core, m) {
         set_hook(h.pickle_loads, pickle_loads);
         set_hook(h.format_exception, format_exception);
         set_hook(h.run_async, run_async);
+        set_future_type(future_type.ptr());
       }, "encoders"_a, "decoders"_a, "export_object"_a, "make_ref"_a, "make_error"_a, "pickle_dumps"_a,
-      "pickle_loads"_a, "format_exception"_a, "run_async"_a);
+      "pickle_loads"_a, "format_exception"_a, "run_async"_a, "future_type"_a);
 
   m.def("parse_uri", [](const std::string& text) {
     auto uri = tether::net::parse_uri(text);
@@ -213,7 +216,7 @@ NB_MODULE(_core, m) {
       .def("call", &Channel::call, "object"_a, "method"_a, "args"_a, "kwargs"_a.none(), "timeout"_a.none(), "encoding"_a)
       .def("call_oneway", &Channel::call_oneway, "object"_a, "method"_a, "args"_a, "kwargs"_a.none(), "encoding"_a)
       .def("call_future", &Channel::call_future, "object"_a, "method"_a, "args"_a, "kwargs"_a.none(), "timeout"_a.none(),
-           "encoding"_a, "future"_a)
+           "encoding"_a)
       .def("call_stream", &Channel::call_stream, "object"_a, "method"_a, "args"_a, "kwargs"_a.none(), "encoding"_a)
       .def("cancel", &Channel::cancel)
       .def("export", &Channel::export_object, "object"_a, "methods"_a.none())
@@ -223,6 +226,8 @@ NB_MODULE(_core, m) {
       .def_prop_ro("authenticated", &Channel::authenticated)
       .def_prop_ro("peer", &Channel::peer)
       .def_prop_ro("pending_calls", [](const Channel& c) { return c.connection()->pending_calls(); });
+
+  add_remote_method_type(m);
 
   nb::class_<StreamIterator>(m, "StreamIterator")
       .def("__iter__", [](nb::handle self) { return nb::borrow(self); })

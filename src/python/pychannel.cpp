@@ -9,6 +9,7 @@
 
 #include "python/pycodec.hpp"
 #include "python/pydispatch.hpp"
+#include "python/pyfuture.hpp"
 
 namespace tether::python {
 namespace {
@@ -38,76 +39,6 @@ nb::object outcome_of(const wire::Frame& frame, PyObject* channel, bool pickle_a
   if (!value) throw_current();
   return nb::steal(value);
 }
-
-// Completes a concurrent.futures.Future from an io thread. Replies are queued on the connection and
-// completed together at the end of the read (one GIL hold per batch, not per reply).
-class FutureSink final : public rpc::ReplySink, public std::enable_shared_from_this<FutureSink> {
- public:
-  FutureSink(nb::object future, nb::object channel, ConnectionState* state, bool pickle_allowed)
-      : future_(future.release().ptr()), channel_(channel.release().ptr()), state_(state), pickle_allowed_(pickle_allowed) {}
-  ~FutureSink() override {
-    if (!Py_IsInitialized()) return;
-    PyGILState_STATE state = PyGILState_Ensure();
-    Py_XDECREF(future_);
-    Py_XDECREF(channel_);
-    PyGILState_Release(state);
-  }
-  void on_frame(wire::Frame&& frame) override {
-    std::lock_guard lock(state_->completions_mutex);
-    state_->completions.emplace_back(
-        [self = shared_from_this(), frame = std::make_shared<wire::Frame>(std::move(frame))] { self->complete_with(*frame); });
-  }
-  void on_failure(const Error& error) override {
-    PyGILState_STATE state = PyGILState_Ensure();
-    complete("set_exception", exception_from_error(error));
-    PyGILState_Release(state);
-  }
-
- private:
-  // GIL held.
-  void complete_with(const wire::Frame& frame) {
-    if (frame.header.type == wire::MessageType::error) {
-      complete("set_exception", exception_from_frame(frame));
-      return;
-    }
-    PyObject* value = decode_body(frame, channel_, pickle_allowed_);
-    if (value) complete("set_result", value);
-    else complete_with_current_error();
-  }
-
-  void complete_with_current_error() {
-    PyObject *type, *value, *traceback;
-    PyErr_Fetch(&type, &value, &traceback);
-    PyErr_NormalizeException(&type, &value, &traceback);
-    Py_XDECREF(type);
-    Py_XDECREF(traceback);
-    complete("set_exception", value);
-  }
-  // Steals `argument`. A future the caller already cancelled ignores the outcome.
-  void complete(const char* method, PyObject* argument) {
-    if (!argument) {
-      PyErr_Clear();
-      return;
-    }
-    PyObject* done = PyObject_CallMethod(future_, "done", nullptr);
-    bool already = done == Py_True;
-    Py_XDECREF(done);
-    if (!already) {
-      // One argument, never unpacked: a tuple result must arrive as one tuple.
-      PyObject* name = PyUnicode_FromString(method);
-      PyObject* r = name ? PyObject_CallMethodOneArg(future_, name, argument) : nullptr;
-      Py_XDECREF(name);
-      if (!r) PyErr_WriteUnraisable(future_);  // a broken future is a bug worth seeing, not hiding
-      Py_XDECREF(r);
-    }
-    PyErr_Clear();
-    Py_DECREF(argument);
-  }
-  PyObject* future_;
-  PyObject* channel_;
-  ConnectionState* state_;  // the connection's; it outlives every call pending on it
-  bool pickle_allowed_;
-};
 
 }  // namespace
 
@@ -156,10 +87,8 @@ wire::OutFrame Channel::request_frame(const std::string& object, const std::stri
   nb::list request;
   request.append(nb::list(args));
   request.append(kwargs.is_none() || nb::len(kwargs) == 0 ? nb::none() : kwargs);
-  PyObject* self = make_channel_object(connection_);
-  bool encoded = encode_into(request.ptr(), wanted, frame, self);
-  Py_XDECREF(self);
-  if (!encoded) throw_current();
+  // This channel's own Python object: callbacks in the arguments are exported on this connection.
+  if (!encode_into(request.ptr(), wanted, frame, nb::find(this).ptr())) throw_current();
   return frame;
 }
 
@@ -185,8 +114,7 @@ nb::object Channel::call(const std::string& object, const std::string& method, n
   }
   if (!outcome) throw_error(failure);
   if (!*outcome) throw_error(outcome->error());
-  nb::object channel = nb::steal(make_channel_object(connection_));
-  return outcome_of(outcome->value(), channel.ptr(), connection_->negotiated().pickle_allowed);
+  return outcome_of(outcome->value(), nb::find(this).ptr(), connection_->negotiated().pickle_allowed);
 }
 
 void Channel::call_oneway(const std::string& object, const std::string& method, nb::tuple args, nb::object kwargs, int encoding) {
@@ -200,21 +128,29 @@ void Channel::call_oneway(const std::string& object, const std::string& method, 
   if (!sent) throw_error(sent.error());
 }
 
-std::uint64_t Channel::call_future(const std::string& object, const std::string& method, nb::tuple args, nb::object kwargs,
-                                   std::optional<double> timeout, int encoding, nb::object future) {
+nb::object Channel::call_future(const std::string& object, const std::string& method, nb::tuple args, nb::object kwargs,
+                                std::optional<double> timeout, int encoding) {
   auto frame = request_frame(object, method, args, kwargs, encoding, timeout);
+  nb::object channel = nb::find(this);
+  // The request id is known once the call is sent, and the reply may arrive before this thread has
+  // the GIL back; the sink holds the future from the start and the id is filled in afterwards.
+  nb::object future = nb::steal(new_future(channel.ptr(), 0));
+  if (!future) throw_current();
   auto* state = static_cast<ConnectionState*>(connection_->attachment());
-  auto sink = std::make_shared<FutureSink>(future, nb::steal(make_channel_object(connection_)), state, pickle_allowed());
+  auto sink = std::make_shared<FutureSink>(future.ptr(), channel.ptr(), state, pickle_allowed());
   Result<std::uint64_t> sent = Error{};
   {
-    nb::gil_scoped_release release;
     // A future's caller does not wait, so its request joins the next flush: a burst of futures
-    // leaves in one write instead of one system call each.
+    // leaves in one write instead of one system call each. A deferred send never blocks, so the
+    // GIL stays held: releasing it per call would hand it to the io thread completing earlier
+    // futures, and a burst would cost a thread switch per call. (No io thread takes the GIL while
+    // holding a core lock, so this cannot deadlock.)
     rpc::Connection::DeferFlush defer(connection_.get());
     sent = connection_->call(std::move(frame), std::move(sink), deadline_after(timeout));
   }
   if (!sent) throw_error(sent.error());
-  return *sent;
+  set_future_request_id(future.ptr(), *sent);
+  return future;
 }
 
 std::unique_ptr<StreamIterator> Channel::call_stream(const std::string& object, const std::string& method, nb::tuple args,
@@ -296,8 +232,7 @@ void Responder::reply(nb::handle value) {
   wire::OutFrame frame;
   frame.header.type = wire::MessageType::reply;
   frame.header.request_id = id_;
-  nb::object channel = nb::steal(make_channel_object(connection_));
-  if (!encode_into(value.ptr(), encoding_, frame, channel.ptr()))
+  if (!encode_into(value.ptr(), encoding_, frame, channel_for(connection_)))
     return send_current_exception(*connection_, id_, ErrorKind::bad_request);
   nb::gil_scoped_release release;  // a large reply may take a while to write
   connection_->send(std::move(frame));

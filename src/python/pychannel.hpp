@@ -27,8 +27,9 @@ class Channel {
   nb::object call(const std::string& object, const std::string& method, nb::tuple args, nb::object kwargs,
                   std::optional<double> timeout, int encoding);
   void call_oneway(const std::string& object, const std::string& method, nb::tuple args, nb::object kwargs, int encoding);
-  std::uint64_t call_future(const std::string& object, const std::string& method, nb::tuple args, nb::object kwargs,
-                            std::optional<double> timeout, int encoding, nb::object future);
+  // Returns a tether.Future that the reply completes.
+  nb::object call_future(const std::string& object, const std::string& method, nb::tuple args, nb::object kwargs,
+                         std::optional<double> timeout, int encoding);
   std::unique_ptr<StreamIterator> call_stream(const std::string& object, const std::string& method, nb::tuple args,
                                               nb::object kwargs, int encoding);
   void cancel(std::uint64_t request_id) { connection_->cancel_call(request_id); }

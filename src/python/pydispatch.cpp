@@ -3,6 +3,7 @@
 
 #include "python/pychannel.hpp"
 #include "python/pycodec.hpp"
+#include "python/pyfuture.hpp"
 
 namespace tether::python {
 namespace {
@@ -196,14 +197,14 @@ void Dispatcher::on_cancel(rpc::Connection& connection, std::uint64_t request_id
 
 void Dispatcher::on_batch_end(rpc::Connection& connection) {
   auto* state = static_cast<ConnectionState*>(connection.attachment());
-  std::vector<std::function<void()>> completions;
+  std::vector<PendingCompletion> completions;
   {
     std::lock_guard lock(state->completions_mutex);
     if (state->completions.empty()) return;
     completions.swap(state->completions);
   }
   Gil gil;
-  for (auto& complete : completions) complete();
+  for (auto& pending : completions) pending.sink->complete_with(pending.frame);
   completions.clear();  // the futures' references are dropped while the GIL is still held
 }
 

@@ -20,6 +20,13 @@
 namespace tether::python {
 
 class Channel;
+class FutureSink;
+
+// A reply waiting to complete its future at the end of the read that brought it.
+struct PendingCompletion {
+  std::shared_ptr<FutureSink> sink;
+  wire::Frame frame;
+};
 
 // Per-connection Python state. Cleared on close, with the GIL, to break reference cycles.
 struct ConnectionState : rpc::Connection::Attachment {
@@ -37,7 +44,7 @@ struct ConnectionState : rpc::Connection::Attachment {
 
   // Replies that complete Python futures, gathered during one read and run under one GIL hold.
   std::mutex completions_mutex;
-  std::vector<std::function<void()>> completions;
+  std::vector<PendingCompletion> completions;
   ~ConnectionState() override;
   void clear();  // needs the GIL
 };

@@ -8,6 +8,7 @@ import traceback
 
 from .. import _core, codec, errors
 from ..expose import describe, is_exposed
+from ..future import Future
 
 
 def _export_object(channel, value):
@@ -83,4 +84,5 @@ def install():
         pickle_loads=codec._pickle_loads,
         format_exception=_format_exception,
         run_async=_run_async,
+        future_type=Future,
     )
