@@ -62,7 +62,28 @@ class Future(concurrent.futures.Future):
         return super().result(timeout)
 
     def cancel(self):
-        cancelled = super().cancel()
-        if cancelled and self._channel is not None:
+        with self._condition:
+            if self._state == FINISHED:
+                return False
+            if self._state in (CANCELLED, CANCELLED_AND_NOTIFIED):
+                return True
+            # Straight to "notified": no executor will do it, and without it wait() and
+            # as_completed() would never count a cancelled future as finished.
+            self._state = CANCELLED_AND_NOTIFIED
+            for waiter in self._waiters:
+                waiter.add_cancelled(self)
+            self._condition.notify_all()
+        self._invoke_callbacks()
+        if self._channel is not None:
             self._channel.cancel(self._request_id)
-        return cancelled
+        return True
+
+    def _settle(self, outcome, failed):
+        """The engine's completion of a contended future: a reply racing cancel() loses quietly."""
+        with self._condition:
+            if self._state in _DONE:
+                return
+            if failed:
+                self.set_exception(outcome)
+            else:
+                self.set_result(outcome)

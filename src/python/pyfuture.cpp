@@ -17,9 +17,7 @@ struct FutureNames {
   PyObject* contended = PyUnicode_InternFromString("_contended");
   PyObject* channel = PyUnicode_InternFromString("_channel");
   PyObject* request_id = PyUnicode_InternFromString("_request_id");
-  PyObject* set_result = PyUnicode_InternFromString("set_result");
-  PyObject* set_exception = PyUnicode_InternFromString("set_exception");
-  PyObject* done = PyUnicode_InternFromString("done");
+  PyObject* settle = PyUnicode_InternFromString("_settle");
 };
 
 FutureNames& names() {
@@ -29,18 +27,12 @@ FutureNames& names() {
 
 bool set_attr(PyObject* object, PyObject* name, PyObject* value) { return PyObject_SetAttr(object, name, value) == 0; }
 
-// The base class's path: locked, wakes waiters, runs done-callbacks. Skipped when already done.
+// The base class's path, through Future._settle: locked against cancel(), wakes waiters, runs
+// done-callbacks; a future already done (cancelled by its caller) keeps its state.
 void complete_slowly(PyObject* future, PyObject* outcome, bool is_exception) {
-  auto& n = names();
-  PyObject* done = PyObject_CallMethodNoArgs(future, n.done);
-  bool already = done == Py_True;
-  Py_XDECREF(done);
-  if (!already) {
-    PyObject* r = PyObject_CallMethodOneArg(future, is_exception ? n.set_exception : n.set_result, outcome);
-    if (!r) PyErr_WriteUnraisable(future);  // a broken future is a bug worth seeing, not hiding
-    Py_XDECREF(r);
-  }
-  PyErr_Clear();
+  PyObject* r = PyObject_CallMethodObjArgs(future, names().settle, outcome, is_exception ? Py_True : Py_False, nullptr);
+  if (!r) PyErr_WriteUnraisable(future);  // a broken future is a bug worth seeing, not hiding
+  Py_XDECREF(r);
 }
 
 }  // namespace
