@@ -5,9 +5,13 @@ from __future__ import annotations
 
 from . import _core
 from ._private import hooks as _hooks
+from .cluster import (ActorClass, ActorHandle, ObjectRef, RemoteFunction, cancel, cluster_address, cluster_resources,
+                      get, get_actor, init, is_initialized, kill, put, remote, shutdown, wait)
 from .codec import register_type
-from .errors import (AuthenticationError, CallTimeoutError, CommunicationError, ConnectionClosedError,
-                     NoSuchObjectError, ProtocolError, RemoteError, TetherError)
+from .errors import (ActorDiedError, AuthenticationError, CallTimeoutError, CommunicationError, ConnectionClosedError,
+                     GetTimeoutError, NoSuchObjectError, ObjectFreedError, ObjectLostError, ObjectStoreFullError,
+                     ProtocolError, RemoteError, ResourceUnavailableError, TaskCancelledError, TaskError, TetherError,
+                     WorkerCrashedError, WorkerError)
 from .expose import expose, oneway
 from .future import Future
 from .naming import NameServer, locate_ns
@@ -18,6 +22,10 @@ _hooks.install()
 
 __version__ = "0.1.0"
 __all__ = [
+    "ActorClass", "ActorDiedError", "ActorHandle", "GetTimeoutError", "ObjectFreedError", "ObjectLostError", "ObjectRef",
+    "ObjectStoreFullError", "RemoteFunction", "ResourceUnavailableError", "TaskCancelledError", "TaskError",
+    "WorkerCrashedError", "WorkerError", "cancel", "cluster_address", "cluster_resources", "get", "get_actor", "init",
+    "is_initialized", "kill", "put", "remote", "shutdown", "wait",
     "AuthenticationError", "CallTimeoutError", "CommunicationError", "ConnectionClosedError", "Future",
     "NameServer", "NoSuchObjectError", "ProtocolError", "Proxy", "RemoteError", "Server", "TetherError", "expose", "locate_ns",
     "oneway", "register_type",

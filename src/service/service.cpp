@@ -29,7 +29,7 @@ void send_error(rpc::Connection& connection, const wire::Frame& request, ErrorKi
 
 ReplyBuilder::ReplyBuilder() : sink_{&frame_.payload}, packer_(sink_) {}
 
-void ReplyBuilder::pack_bytes(std::span<const std::byte> bytes, std::shared_ptr<void> keepalive) {
+void ReplyBuilder::pack_bytes(std::span<const std::byte> bytes, std::shared_ptr<const void> keepalive) {
   if (bytes.size() < kSegmentThreshold) {
     packer_.pack_bin(static_cast<std::uint32_t>(bytes.size()));
     packer_.pack_bin_body(reinterpret_cast<const char*>(bytes.data()), static_cast<std::uint32_t>(bytes.size()));
@@ -40,13 +40,20 @@ void ReplyBuilder::pack_bytes(std::span<const std::byte> bytes, std::shared_ptr<
   for (int i = 0; i < 4; ++i) le[i] = static_cast<std::byte>((index >> (8 * i)) & 0xff);
   packer_.pack_ext(4, kSegmentExt);
   packer_.pack_ext_body(reinterpret_cast<const char*>(le), 4);
-  frame_.segments.push_back({bytes, std::move(keepalive)});
+  frame_.segments.push_back({bytes, std::const_pointer_cast<void>(std::move(keepalive))});
 }
 
 wire::OutFrame ReplyBuilder::take(std::uint64_t request_id) {
   frame_.header.type = wire::MessageType::reply;
   frame_.header.request_id = request_id;
   frame_.header.encoding = wire::Encoding::msgpack;
+  return std::move(frame_);
+}
+
+wire::OutFrame ReplyBuilder::take_request(const std::string& object, const std::string& method) {
+  frame_.header.type = wire::MessageType::request;
+  frame_.header.encoding = wire::Encoding::msgpack;
+  frame_.meta = object + '\0' + method;
   return std::move(frame_);
 }
 

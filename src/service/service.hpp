@@ -19,15 +19,17 @@
 
 namespace tether::service {
 
-// Builds one REPLY body: msgpack into `frame.payload`, large byte strings as out-of-band segments.
+// Builds one REPLY (or REQUEST) body: msgpack into `frame.payload`, large byte strings as out-of-band segments.
 class ReplyBuilder {
  public:
   ReplyBuilder();
   wire::Packer& packer() { return packer_; }
   // Packs bytes as bin, or from 64 KiB on as an ext 5 segment that points at `bytes` (kept alive
   // by `keepalive` until written) instead of copying them.
-  void pack_bytes(std::span<const std::byte> bytes, std::shared_ptr<void> keepalive = nullptr);
+  void pack_bytes(std::span<const std::byte> bytes, std::shared_ptr<const void> keepalive = nullptr);
   wire::OutFrame take(std::uint64_t request_id);
+  // The same body as a REQUEST to `object`.`method` (for calls a service makes to its peers).
+  wire::OutFrame take_request(const std::string& object, const std::string& method);
 
  private:
   wire::OutFrame frame_;

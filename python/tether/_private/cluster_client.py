@@ -1,0 +1,190 @@
+"""One process's connection to its node daemon (a driver's or a worker's): ids, references,
+submitting tasks, and turning the node's answers back into values. The scheduling is the daemon's."""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import mmap
+import os
+import struct
+import threading
+import time
+
+from .. import errors
+from .runtime import client_runtime
+from .serialization import deserialize, serialize
+
+INLINE_LIMIT = 100 * 1024  # values below this travel inside messages; larger ones go to shared memory
+_MSGPACK = 1
+
+
+def _failure(kind: str, message: str) -> BaseException:
+    cls = getattr(errors, kind, None)
+    if not (isinstance(cls, type) and issubclass(cls, errors.TetherError)):
+        cls = errors.TetherError
+    return cls(message)
+
+
+def _map_shared(name: str, size: int) -> memoryview:
+    """A read-only view of an object in the node's shared memory; the mapping lives as long as it."""
+    fd = os.open("/dev/shm/" + name.lstrip("/"), os.O_RDONLY)
+    try:
+        mapping = mmap.mmap(fd, size, prot=mmap.PROT_READ)
+    finally:
+        os.close(fd)
+    return memoryview(mapping)
+
+
+class ClusterClient:
+    """The calls a program makes to its node, with the local bookkeeping of ObjectRefs."""
+
+    def __init__(self, uri: str, secret: bytes):
+        self.channel = client_runtime().connect(uri, secret=secret, timeout=10.0)
+        self.uri = uri
+        self._lock = threading.Lock()
+        self._counts: dict[bytes, int] = {}       # ObjectRefs alive in this process, per id
+        self._answers: dict[bytes, object] = {}   # id -> (future of the call producing it, index)
+        self._functions: set[bytes] = set()
+        self.closed = False
+
+    def hello(self, kind: str = "driver", worker_id: int = 0, runner=None) -> None:
+        """Introduces this process to the node. A worker's node may send it tasks at once, so the
+        process must be ready to run them before calling this."""
+        args = ("driver", os.getpid()) if kind == "driver" else \
+            ("worker", os.getpid(), worker_id, self.channel.export(runner, {"run"}))
+        info = self.call("hello", *args)
+        self.node_id = info["node_id"]
+        self.client_number = info["client"]
+        self.resources = info["resources"]
+        self._prefix = struct.pack(">II", self.node_id, self.client_number)
+        self._counter = itertools.count(1)
+
+    # ---- plumbing ----
+
+    def call(self, method: str, *args, timeout: float | None = 60.0):
+        return self.channel.call("node", method, args, None, timeout, _MSGPACK)
+
+    def call_future(self, method: str, *args):
+        return self.channel.call_future("node", method, args, None, None, _MSGPACK)
+
+    def new_id(self) -> bytes:
+        return self._prefix + struct.pack(">Q", next(self._counter))
+
+    def close(self):
+        self.closed = True
+        self.channel.close()
+
+    # ---- references ----
+
+    def add_ref(self, object_id: bytes, known_to_node: bool) -> None:
+        """An ObjectRef for `object_id` now exists here; the node is told of the first one unless it
+        already counts this process as a holder (the id came from our own submit or put)."""
+        with self._lock:
+            count = self._counts.get(object_id, 0)
+            self._counts[object_id] = count + 1
+        if count == 0 and not known_to_node and not self.closed:
+            self.channel.call_oneway("node", "retain", ([object_id],), None, _MSGPACK)
+
+    def drop_ref(self, object_id: bytes) -> None:
+        with self._lock:
+            count = self._counts.get(object_id, 0) - 1
+            if count > 0:
+                self._counts[object_id] = count
+                return
+            self._counts.pop(object_id, None)
+            self._answers.pop(object_id, None)
+        if not self.closed:
+            try:
+                self.channel.call_oneway("node", "release", ([object_id],), None, _MSGPACK)
+            except errors.TetherError:
+                pass  # the node is gone, and with it the object
+
+    # ---- functions, tasks and objects ----
+
+    def register_function(self, blob: bytes) -> bytes:
+        function_id = hashlib.sha1(blob).digest()
+        if function_id not in self._functions:
+            self.channel.call_oneway("node", "register_function", (function_id, blob), None, _MSGPACK)
+            self._functions.add(function_id)
+        return function_id
+
+    def submit(self, method: str, spec: dict, returns: list[bytes]):
+        """Sends a task (submit or actor_call); its answer completes one future shared by its returns."""
+        future = self.call_future(method, spec)
+        with self._lock:
+            for index, object_id in enumerate(returns):
+                self._answers[object_id] = (future, index)
+        return future
+
+    def put(self, value) -> bytes:
+        serialized = serialize(value)
+        object_id = self.new_id()
+        contained = serialized.contained
+        if serialized.size < INLINE_LIMIT:
+            self.call("put", object_id, serialized.to_bytes(), contained)
+        else:
+            name = self.call("create", object_id, serialized.size)
+            self._write_shared(name, serialized)
+            self.call("seal", object_id, contained)
+        return object_id
+
+    def store_value(self, object_id: bytes, value) -> tuple[dict, list]:
+        """A task's return as the worker reports it: inline, or written into shared memory."""
+        serialized = serialize(value)
+        if serialized.size < INLINE_LIMIT:
+            return {"inline": serialized.to_bytes()}, serialized.contained
+        name = self.call("create", object_id, serialized.size, False)
+        self._write_shared(name, serialized)
+        self.call("seal", object_id, serialized.contained, False)
+        return {"shm": [name, serialized.size]}, serialized.contained
+
+    @staticmethod
+    def _write_shared(name: str, serialized) -> None:
+        fd = os.open("/dev/shm/" + name.lstrip("/"), os.O_RDWR)
+        try:
+            with mmap.mmap(fd, serialized.size) as mapping:
+                view = memoryview(mapping)
+                serialized.write_into(view)
+                view.release()
+        finally:
+            os.close(fd)
+
+    def get_entries(self, ids: list[bytes], timeout: float | None) -> list[dict]:
+        """The node's answer for each id: our own tasks' answers where we have them, else node.get."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        entries: list = [None] * len(ids)
+        missing = []
+        for i, object_id in enumerate(ids):
+            answer = self._answers.get(object_id)
+            if answer is None:
+                missing.append(i)
+                continue
+            future, index = answer
+            try:
+                values = future.result(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                raise errors.GetTimeoutError(f"get timed out after {timeout} s") from None
+            entries[i] = values[index]
+        if missing:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            answer = self.call("get", [ids[i] for i in missing], remaining,
+                               timeout=None if remaining is None else remaining + 30)
+            if isinstance(answer, dict) and answer.get("timeout"):
+                raise errors.GetTimeoutError(f"get timed out after {timeout} s")
+            for i, entry in zip(missing, answer):
+                entries[i] = entry
+        return entries
+
+    @staticmethod
+    def value_of(entry: dict):
+        """Turns one answer into the value, or raises what the task raised or the node reported."""
+        if "inline" in entry:
+            return deserialize(entry["inline"])
+        if "shm" in entry:
+            name, size = entry["shm"]
+            return deserialize(_map_shared(name, size))
+        if "error" in entry:
+            cause, traceback_text, task_name = deserialize(entry["error"])
+            raise errors.as_instance_of_cause(cause, traceback_text, task_name)
+        kind, message = entry["failure"]
+        raise _failure(kind, message)

@@ -1,0 +1,441 @@
+// Node: clients and their objects (see node.hpp); tasks and workers are in node_tasks.cpp.
+#include "cluster/node_internal.hpp"
+
+#include <unistd.h>
+
+namespace tether::cluster {
+
+using service::Call;
+using service::ReplyBuilder;
+
+Result<ObjectId> id_of(Call& call, const msgpack::object* value, std::string_view what) {
+  if (!value) return Error{ErrorKind::bad_request, std::string(what) + " is missing"};
+  auto bytes = call.bytes_of(*value, what);
+  if (!bytes) return bytes.error();
+  auto id = ObjectId::from_bytes(std::span(reinterpret_cast<const std::uint8_t*>(bytes->data()), bytes->size()));
+  if (!id) return Error{ErrorKind::bad_request, std::string(what) + " must be a 16-byte id"};
+  return *id;
+}
+
+Result<std::vector<ObjectId>> ids_of(Call& call, const msgpack::object* value, std::string_view what) {
+  std::vector<ObjectId> ids;
+  if (!value || value->type == msgpack::type::NIL) return ids;
+  auto array = service::as_array(value, what);
+  if (!array) return array.error();
+  for (std::uint32_t i = 0; i < (*array)->size; ++i) {
+    auto id = id_of(call, &(*array)->ptr[i], what);
+    if (!id) return id.error();
+    ids.push_back(*id);
+  }
+  return ids;
+}
+
+void pack_id(wire::Packer& packer, const ObjectId& id) {
+  packer.pack_bin(ObjectId::kSize);
+  packer.pack_bin_body(reinterpret_cast<const char*>(id.bytes.data()), ObjectId::kSize);
+}
+
+Node::Node(asio::io_context& io, NodeOptions options, store::ObjectStore& store)
+    : Service("node"),
+      io_(io),
+      options_(std::move(options)),
+      store_(store),
+      objects_(store),
+      processes_(io, [this](int pid, const std::string& description) { on_process_exit(pid, description); }),
+      reaper_(io),
+      available_(options_.resources) {
+  if (options_.max_task_workers == 0) {
+    auto cpus = options_.resources.count("CPU") ? options_.resources.at("CPU") : 1.0;
+    options_.max_task_workers = static_cast<std::size_t>(std::max(1.0, cpus)) * 2 + 2;
+  }
+  add_methods();
+  for (std::size_t i = 0; i < options_.prestart_workers; ++i) start_worker(std::nullopt);
+  arm_reaper();
+}
+
+Node::~Node() { stop_workers(std::chrono::milliseconds(0)); }
+
+void Node::stop_workers(std::chrono::milliseconds grace) {
+  reaper_.cancel();
+  for (auto& [id, worker] : workers_)
+    if (worker->connection) worker->connection->close("the node is shutting down");
+  processes_.stop_all(grace);
+}
+
+void Node::add_methods() {
+  auto bind = [this](void (Node::*method)(Call&&)) { return [this, method](Call&& call) { (this->*method)(std::move(call)); }; };
+  add_method("hello", bind(&Node::hello));
+  add_method("put", bind(&Node::put));
+  add_method("create", bind(&Node::create));
+  add_method("seal", bind(&Node::seal));
+  add_method("get", bind(&Node::get));
+  add_method("wait", bind(&Node::wait));
+  add_method("retain", bind(&Node::retain), true);
+  add_method("release", bind(&Node::release), true);
+  add_method("register_function", bind(&Node::register_function), true);
+  add_method("get_function", bind(&Node::get_function));
+  add_method("status", bind(&Node::status));
+  add_method("shutdown", bind(&Node::shutdown));
+  add_method("submit", bind(&Node::submit));
+  add_method("create_actor", bind(&Node::create_actor));
+  add_method("actor_call", bind(&Node::actor_call));
+  add_method("get_actor", bind(&Node::get_actor));
+  add_method("kill_actor", bind(&Node::kill_actor));
+  add_method("cancel", bind(&Node::cancel));
+}
+
+Node::Client* Node::client_of(const Call& call) {
+  auto it = clients_.find(call.connection().id());
+  return it == clients_.end() ? nullptr : it->second.get();
+}
+
+// hello(kind, pid, worker_id=None, runner=None) -> {node_id, client, session, store_prefix, resources}
+void Node::hello(Call&& call) {
+  auto kind = service::as_str(call.param(0, "kind"), "node.hello: argument 'kind'");
+  auto pid = service::as_u64(call.param(1, "pid"), "node.hello: argument 'pid'");
+  if (!kind) return call.fail(kind.error());
+  if (!pid) return call.fail(pid.error());
+  if (*kind != "driver" && *kind != "worker")
+    return call.fail(ErrorKind::bad_request, "node.hello: kind must be 'driver' or 'worker'");
+  if (client_of(call)) return call.fail(ErrorKind::bad_request, "node.hello: this connection already said hello");
+  auto client = std::make_unique<Client>();
+  client->connection_id = call.connection().id();
+  client->connection = call.connection_ptr();
+  client->kind = std::string(*kind);
+  client->number = next_client_number_++;
+  client->pid = static_cast<int>(*pid);
+  if (*kind == "worker") {
+    auto worker_id = service::as_u64(call.param(2, "worker_id"), "node.hello: argument 'worker_id'");
+    auto runner = service::as_u64(call.param(3, "runner"), "node.hello: argument 'runner'");
+    if (!worker_id) return call.fail(worker_id.error());
+    if (!runner) return call.fail(runner.error());
+    auto it = workers_.find(*worker_id);
+    if (it == workers_.end() || it->second->connection)
+      return call.fail(ErrorKind::denied, "node.hello: no worker " + std::to_string(*worker_id) + " is expected");
+    client->worker_id = *worker_id;
+    it->second->connection = call.connection_ptr();
+    it->second->runner = *runner;
+  }
+  ReplyBuilder reply;
+  auto& p = reply.packer();
+  p.pack_map(5);
+  wire::pack_str(p, "node_id");
+  p.pack_uint32(options_.node_id);
+  wire::pack_str(p, "client");
+  p.pack_uint32(client->number);
+  wire::pack_str(p, "session");
+  wire::pack_str(p, options_.session);
+  wire::pack_str(p, "store_prefix");
+  wire::pack_str(p, "/tether-" + options_.session + "-");
+  wire::pack_str(p, "resources");
+  p.pack_map(static_cast<std::uint32_t>(options_.resources.size()));
+  for (const auto& [name, amount] : options_.resources) {
+    wire::pack_str(p, name);
+    p.pack_double(amount);
+  }
+  auto worker_id = client->worker_id;
+  clients_[client->connection_id] = std::move(client);
+  call.reply(std::move(reply));
+  if (worker_id) on_worker_registered(*workers_.at(worker_id));
+}
+
+// put(id, data, contained=None): a value small enough to travel inline; the caller holds it.
+void Node::put(Call&& call) {
+  auto* client = client_of(call);
+  if (!client) return call.fail(ErrorKind::denied, "node.put: say hello first");
+  auto id = id_of(call, call.param(0, "id"), "node.put: argument 'id'");
+  if (!id) return call.fail(id.error());
+  auto data = call.bytes_of(call.param(1, "data") ? *call.param(1, "data") : msgpack::object(), "node.put: argument 'data'");
+  if (!data) return call.fail(data.error());
+  auto contained = ids_of(call, call.param(2, "contained"), "node.put: argument 'contained'");
+  if (!contained) return call.fail(contained.error());
+  if (objects_.contains(*id)) return call.fail(ErrorKind::bad_request, "node.put: object " + id->hex() + " exists already");
+  objects_.add_pending(*id);
+  objects_.hold(*id, client->connection_id);
+  objects_.set_ready(*id, ObjectValue::inline_value(*data), *contained);
+  call.reply_nil();
+}
+
+// create(id, size, hold=True) -> shm name: room in the store for a large value the caller writes.
+void Node::create(Call&& call) {
+  auto* client = client_of(call);
+  if (!client) return call.fail(ErrorKind::denied, "node.create: say hello first");
+  auto id = id_of(call, call.param(0, "id"), "node.create: argument 'id'");
+  auto size = service::as_u64(call.param(1, "size"), "node.create: argument 'size'");
+  if (!id) return call.fail(id.error());
+  if (!size) return call.fail(size.error());
+  const auto* hold_arg = call.param(2, "hold");
+  bool hold = !hold_arg || hold_arg->type != msgpack::type::BOOLEAN || hold_arg->via.boolean;
+  if (objects_.is_ready(*id)) return call.fail(ErrorKind::bad_request, "node.create: object " + id->hex() + " exists already");
+  auto segment = store_.create(*id, *size, true);
+  if (!segment) return call.fail(segment.error().kind, segment.error().message, "tether.ObjectStoreFullError");
+  if (hold) {
+    objects_.add_pending(*id);
+    objects_.hold(*id, client->connection_id);
+  }
+  ReplyBuilder reply;
+  wire::pack_str(reply.packer(), segment->shm_name);
+  call.reply(std::move(reply));
+}
+
+// seal(id, contained=None, ready=True): the caller wrote the value; with ready it can be read now
+// (a put), else a task's reply will say so (a task's return).
+void Node::seal(Call&& call) {
+  auto id = id_of(call, call.param(0, "id"), "node.seal: argument 'id'");
+  if (!id) return call.fail(id.error());
+  auto contained = ids_of(call, call.param(1, "contained"), "node.seal: argument 'contained'");
+  if (!contained) return call.fail(contained.error());
+  const auto* ready_arg = call.param(2, "ready");
+  bool ready = !ready_arg || ready_arg->type != msgpack::type::BOOLEAN || ready_arg->via.boolean;
+  auto sealed = store_.seal(*id);
+  if (!sealed) return call.fail(sealed.error());
+  if (ready) {
+    auto info = store_.info(*id);
+    objects_.set_ready(*id, ObjectValue::in_store(info ? info->size : 0), *contained);
+  }
+  call.reply_nil();
+}
+
+// One object as a reply value: {"inline": bytes} | {"shm": name, "size": n} | {"error": bytes} |
+// {"failure": [type, message]}. A store object stays pinned for the reader until it releases it.
+void Node::pack_value(ReplyBuilder& reply, const ObjectId& id, Client* reader) {
+  auto& p = reply.packer();
+  const auto* value = objects_.value(id);
+  p.pack_map(1);
+  if (!value) {
+    wire::pack_str(p, "failure");
+    p.pack_array(2);
+    wire::pack_str(p, "ObjectFreedError");
+    wire::pack_str(p, "object " + id.hex() + " was freed (no reference to it remained) or never existed");
+    return;
+  }
+  switch (value->kind) {
+    case ObjectValue::Kind::inline_bytes:
+      wire::pack_str(p, "inline");
+      reply.pack_bytes(*value->bytes, value->bytes);
+      return;
+    case ObjectValue::Kind::error:
+      wire::pack_str(p, "error");
+      reply.pack_bytes(*value->bytes, value->bytes);
+      return;
+    case ObjectValue::Kind::failure:
+      wire::pack_str(p, "failure");
+      p.pack_array(2);
+      wire::pack_str(p, value->failure_type);
+      wire::pack_str(p, value->failure_message);
+      return;
+    case ObjectValue::Kind::shared_memory:
+      break;
+  }
+  Result<store::SegmentInfo> segment = Error{};
+  if (reader && !reader->pinned_for_reading.count(id)) {
+    segment = store_.open_and_pin(id);
+    if (segment) reader->pinned_for_reading.insert(id);
+  } else {
+    segment = store_.open(id);
+  }
+  if (!segment) {
+    wire::pack_str(p, "failure");
+    p.pack_array(2);
+    wire::pack_str(p, "ObjectLostError");
+    wire::pack_str(p, "object " + id.hex() + " could not be read from the store: " + segment.error().message);
+    return;
+  }
+  wire::pack_str(p, "shm");
+  p.pack_array(2);
+  wire::pack_str(p, segment->shm_name);
+  p.pack_uint64(segment->size);
+}
+
+// get(ids, timeout=None) -> [value, ...] once all are ready, or {"timeout": True}.
+void Node::get(Call&& call) {
+  auto ids = ids_of(call, call.param(0, "ids"), "node.get: argument 'ids'");
+  if (!ids) return call.fail(ids.error());
+  std::optional<double> timeout;
+  if (const auto* t = call.param(1, "timeout"); t && t->type != msgpack::type::NIL) {
+    auto seconds = service::as_number(t, "node.get: argument 'timeout'");
+    if (!seconds) return call.fail(seconds.error());
+    timeout = *seconds;
+  }
+  auto waiter = std::make_shared<ObjectWaiter>();
+  waiter->ids = *ids;
+  waiter->needed = ids->size();
+  auto pending_call = std::make_shared<Call>(std::move(call));
+  auto timer = timeout ? std::make_shared<asio::steady_timer>(io_) : nullptr;
+  waiter->done = [this, pending_call, timer, ids = *ids](bool timed_out) {
+    if (timer) timer->cancel();
+    ReplyBuilder reply;
+    if (timed_out) {
+      reply.packer().pack_map(1);
+      wire::pack_str(reply.packer(), "timeout");
+      reply.packer().pack_true();
+    } else {
+      reply.packer().pack_array(static_cast<std::uint32_t>(ids.size()));
+      for (const auto& id : ids) pack_value(reply, id, client_of(*pending_call));
+    }
+    pending_call->reply(std::move(reply));
+  };
+  objects_.wait(waiter);
+  if (timer && !waiter->finished) {
+    timer->expires_after(std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(*timeout)));
+    timer->async_wait([waiter](std::error_code ec) {
+      if (ec || waiter->finished) return;
+      waiter->finished = true;
+      waiter->done(true);
+    });
+  }
+}
+
+// wait(ids, num_returns, timeout=None) -> indices of the ready ids (at least num_returns unless
+// the timeout passed first).
+void Node::wait(Call&& call) {
+  auto ids = ids_of(call, call.param(0, "ids"), "node.wait: argument 'ids'");
+  if (!ids) return call.fail(ids.error());
+  auto needed = service::as_u64(call.param(1, "num_returns"), "node.wait: argument 'num_returns'");
+  if (!needed) return call.fail(needed.error());
+  if (*needed > ids->size()) return call.fail(ErrorKind::bad_request, "node.wait: num_returns is larger than the number of ids");
+  std::optional<double> timeout;
+  if (const auto* t = call.param(2, "timeout"); t && t->type != msgpack::type::NIL) {
+    auto seconds = service::as_number(t, "node.wait: argument 'timeout'");
+    if (!seconds) return call.fail(seconds.error());
+    timeout = *seconds;
+  }
+  auto waiter = std::make_shared<ObjectWaiter>();
+  waiter->ids = *ids;
+  waiter->needed = *needed;
+  auto pending_call = std::make_shared<Call>(std::move(call));
+  auto timer = timeout ? std::make_shared<asio::steady_timer>(io_) : nullptr;
+  waiter->done = [this, pending_call, timer, ids = *ids](bool) {
+    if (timer) timer->cancel();
+    std::vector<std::uint32_t> ready;
+    for (std::uint32_t i = 0; i < ids.size(); ++i)
+      if (objects_.is_ready(ids[i]) || !objects_.contains(ids[i])) ready.push_back(i);
+    ReplyBuilder reply;
+    reply.packer().pack(ready);
+    pending_call->reply(std::move(reply));
+  };
+  objects_.wait(waiter);
+  if (timer && !waiter->finished) {
+    timer->expires_after(std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(*timeout)));
+    timer->async_wait([waiter](std::error_code ec) {
+      if (ec || waiter->finished) return;
+      waiter->finished = true;
+      waiter->done(true);
+    });
+  }
+}
+
+// retain(ids) / release(ids), oneway: the client gained or dropped its last local reference.
+void Node::retain(Call&& call) {
+  auto* client = client_of(call);
+  auto ids = ids_of(call, call.param(0, "ids"), "node.retain: argument 'ids'");
+  if (!client || !ids) return;
+  for (const auto& id : *ids) objects_.hold(id, client->connection_id);
+}
+
+void Node::release(Call&& call) {
+  auto* client = client_of(call);
+  auto ids = ids_of(call, call.param(0, "ids"), "node.release: argument 'ids'");
+  if (!client || !ids) return;
+  for (const auto& id : *ids) {
+    if (client->pinned_for_reading.erase(id)) store_.unpin(id);
+    objects_.release(id, client->connection_id);
+  }
+}
+
+// register_function(id, blob), oneway: a pickled function or class that tasks name by id.
+void Node::register_function(Call&& call) {
+  auto id = call.param(0, "id") ? call.bytes_of(*call.param(0, "id"), "id") : Result<std::span<const std::byte>>(Error{});
+  auto blob = call.param(1, "blob") ? call.bytes_of(*call.param(1, "blob"), "blob") : Result<std::span<const std::byte>>(Error{});
+  if (!id || !blob) return;
+  std::string key(reinterpret_cast<const char*>(id->data()), id->size());
+  if (!functions_.count(key)) functions_[key] = std::make_shared<const std::vector<std::byte>>(blob->begin(), blob->end());
+}
+
+// get_function(id) -> blob
+void Node::get_function(Call&& call) {
+  const auto* arg = call.param(0, "id");
+  auto id = arg ? call.bytes_of(*arg, "node.get_function: argument 'id'") : Result<std::span<const std::byte>>(Error{ErrorKind::bad_request, "node.get_function: argument 'id' is missing"});
+  if (!id) return call.fail(id.error());
+  auto it = functions_.find(std::string(reinterpret_cast<const char*>(id->data()), id->size()));
+  if (it == functions_.end()) return call.fail(ErrorKind::failed, "no function with this id was registered on this node", "builtins.LookupError");
+  ReplyBuilder reply;
+  reply.pack_bytes(*it->second, it->second);
+  call.reply(std::move(reply));
+}
+
+// status() -> a map describing the node: resources, workers, objects, actors.
+void Node::status(Call&& call) {
+  ReplyBuilder reply;
+  auto& p = reply.packer();
+  auto stats = store_.stats();
+  p.pack_map(7);
+  wire::pack_str(p, "node_id");
+  p.pack_uint32(options_.node_id);
+  wire::pack_str(p, "resources");
+  p.pack(options_.resources);
+  wire::pack_str(p, "available");
+  p.pack(available_);
+  wire::pack_str(p, "workers");
+  p.pack_array(static_cast<std::uint32_t>(workers_.size()));
+  static const char* states[] = {"starting", "idle", "busy", "actor", "dead"};
+  for (const auto& [id, worker] : workers_) {
+    p.pack_map(3);
+    wire::pack_str(p, "id");
+    p.pack_uint64(id);
+    wire::pack_str(p, "pid");
+    p.pack_int(worker->pid);
+    wire::pack_str(p, "state");
+    wire::pack_str(p, states[static_cast<int>(worker->state)]);
+  }
+  wire::pack_str(p, "objects");
+  p.pack_map(4);
+  wire::pack_str(p, "count");
+  p.pack_uint64(objects_.size());
+  wire::pack_str(p, "store_used");
+  p.pack_uint64(stats.used_bytes);
+  wire::pack_str(p, "store_capacity");
+  p.pack_uint64(stats.capacity_bytes);
+  wire::pack_str(p, "spilled");
+  p.pack_uint64(stats.spilled_objects);
+  wire::pack_str(p, "actors");
+  p.pack_array(static_cast<std::uint32_t>(actors_.size()));
+  static const char* actor_states[] = {"pending", "alive", "restarting", "dead"};
+  for (const auto& [id, actor] : actors_) {
+    p.pack_map(3);
+    wire::pack_str(p, "class");
+    wire::pack_str(p, actor->class_name);
+    wire::pack_str(p, "name");
+    wire::pack_str(p, actor->name);
+    wire::pack_str(p, "state");
+    wire::pack_str(p, actor_states[static_cast<int>(actor->state)]);
+  }
+  wire::pack_str(p, "clients");
+  p.pack_uint64(clients_.size());
+  call.reply(std::move(reply));
+}
+
+void Node::shutdown(Call&& call) {
+  call.reply_nil();
+  if (options_.on_shutdown_requested) asio::post(io_, options_.on_shutdown_requested);
+}
+
+void Node::on_connection_closed(rpc::Connection& connection) {
+  auto it = clients_.find(connection.id());
+  if (it == clients_.end()) return;
+  auto client = std::move(it->second);
+  clients_.erase(it);
+  drop_client(*client);
+}
+
+void Node::drop_client(Client& client) {
+  for (const auto& id : client.pinned_for_reading) store_.unpin(id);
+  objects_.release_client(client.connection_id);
+  if (client.worker_id) on_worker_lost(client.worker_id, "its connection closed");
+  // Actors a driver created die with it unless detached.
+  for (auto& [id, actor] : actors_)
+    if (actor->owner == client.connection_id && !actor->detached && actor->state != Actor::State::dead)
+      actor_died(*actor, "its creator disconnected");
+}
+
+}  // namespace tether::cluster

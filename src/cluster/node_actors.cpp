@@ -1,0 +1,215 @@
+// Node: actors (see node.hpp). An actor lives in its own worker process; calls from every caller
+// queue in the daemon until it is alive and then go to its worker in order over one connection.
+#include "cluster/node_internal.hpp"
+
+#include <signal.h>
+
+namespace tether::cluster {
+
+using service::Call;
+using service::ReplyBuilder;
+
+// create_actor(spec) -> nil once the constructor ran. spec: {id, function (the class), name, args,
+// deps, contained, resources, max_restarts, max_concurrency, actor_name, detached, methods}.
+void Node::create_actor(Call&& call) {
+  auto* client = client_of(call);
+  if (!client) return call.fail(ErrorKind::denied, "node.create_actor: say hello first");
+  auto parsed = parse_task(call, *client, false);
+  if (!parsed) return call.fail(parsed.error());
+  auto task = *parsed;
+  const auto& map = call.param(0, "spec")->via.map;
+  auto actor = std::make_unique<Actor>();
+  actor->id = task->id;
+  actor->class_name = task->name;
+  actor->class_function = task->function;
+  actor->resources = task->resources;
+  actor->owner = client->connection_id;
+  if (const auto* v = service::field(map, "max_restarts"); v && v->type == msgpack::type::POSITIVE_INTEGER) actor->max_restarts = v->via.u64;
+  if (const auto* v = service::field(map, "max_concurrency"); v && v->type == msgpack::type::POSITIVE_INTEGER) actor->max_concurrency = std::max<std::uint64_t>(v->via.u64, 1);
+  if (const auto* v = service::field(map, "detached"); v && v->type == msgpack::type::BOOLEAN) actor->detached = v->via.boolean;
+  if (const auto* v = service::field(map, "actor_name"); v && v->type == msgpack::type::STR) actor->name.assign(v->via.str.ptr, v->via.str.size);
+  if (const auto* v = service::field(map, "methods"); v && v->type == msgpack::type::ARRAY)
+    for (std::uint32_t i = 0; i < v->via.array.size; ++i)
+      if (v->via.array.ptr[i].type == msgpack::type::STR) actor->methods.emplace_back(v->via.array.ptr[i].via.str.ptr, v->via.array.ptr[i].via.str.size);
+  if (actors_.count(actor->id)) return call.fail(ErrorKind::bad_request, "node.create_actor: actor id " + actor->id.hex() + " is in use");
+  if (!actor->name.empty() && named_actors_.count(actor->name))
+    return call.fail(ErrorKind::failed, "an actor named '" + actor->name + "' exists already", "builtins.ValueError");
+  if (!fits_node(task->resources))
+    return call.fail(ErrorKind::failed, "actor " + actor->class_name + " needs resources this node does not have", "tether.ResourceUnavailableError");
+  task->kind = Task::Kind::actor_create;
+  task->actor = actor->id;
+  task->caller.emplace(std::move(call));
+  actor->creation = task;
+  if (!actor->name.empty()) named_actors_[actor->name] = actor->id;
+  auto& record = *actor;
+  actors_[actor->id] = std::move(actor);
+  when_dependencies_ready(task, [this, task, &record] {
+    if (record.state == Actor::State::dead) return;
+    ready_.push_back(task);
+    schedule();
+  });
+}
+
+void Node::start_actor(Actor& actor) {
+  auto worker = workers_.find(actor.worker);
+  if (worker == workers_.end()) return;
+  run_on(*worker->second, actor.creation);
+}
+
+void Node::on_actor_created(const TaskPtr& creation, const std::vector<ObjectValue>& values) {
+  auto it = actors_.find(creation->actor);
+  if (it == actors_.end()) return;
+  auto& actor = *it->second;
+  if (!values.empty() && values[0].kind == ObjectValue::Kind::error) {
+    std::string why = "its constructor raised " + values[0].failure_message;
+    if (creation->caller) {
+      creation->caller->fail(ErrorKind::failed, "actor " + actor.class_name + ": " + why, "tether.ActorDiedError");
+      creation->caller.reset();
+    }
+    actor.killed = true;  // a constructor that raises would raise again
+    return actor_died(actor, why);
+  }
+  actor.state = Actor::State::alive;
+  if (creation->caller) {
+    creation->caller->reply_nil();
+    creation->caller.reset();
+  }
+  dispatch_actor_calls(actor);
+}
+
+// actor_call(spec) -> [value per return]. spec: {id, actor, method, name, args, deps, contained, returns}.
+void Node::actor_call(Call&& call) {
+  auto* client = client_of(call);
+  if (!client) return call.fail(ErrorKind::denied, "node.actor_call: say hello first");
+  auto parsed = parse_task(call, *client, true);
+  if (!parsed) return call.fail(parsed.error());
+  auto task = *parsed;
+  task->kind = Task::Kind::actor_method;
+  task->caller.emplace(std::move(call));
+  auto it = actors_.find(task->actor);
+  when_dependencies_ready(task, [] {});
+  if (it == actors_.end())
+    return fail_task(task, {"ActorDiedError", "no actor " + task->actor.hex() + " on this node"});
+  if (it->second->state == Actor::State::dead)
+    return fail_task(task, {"ActorDiedError", "actor " + it->second->class_name + " is dead: " + it->second->death_reason});
+  // Calls keep their submission order: each waits for its arguments, then for the calls before it.
+  auto& actor = *it->second;
+  actor.queued.push_back(task);
+  if (task->deps.empty()) return dispatch_actor_calls(actor);
+  auto waiter = std::make_shared<ObjectWaiter>();
+  waiter->ids = task->deps;
+  waiter->needed = task->deps.size();
+  auto actor_id = actor.id;
+  waiter->done = [this, actor_id](bool) {
+    auto found = actors_.find(actor_id);
+    if (found != actors_.end()) dispatch_actor_calls(*found->second);
+  };
+  objects_.wait(waiter);
+}
+
+void Node::dispatch_actor_calls(Actor& actor) {
+  if (actor.state != Actor::State::alive) return;
+  auto worker = workers_.find(actor.worker);
+  if (worker == workers_.end()) return;
+  while (!actor.queued.empty()) {
+    auto task = actor.queued.front();
+    bool ready = true;
+    for (const auto& d : task->deps) ready = ready && (objects_.is_ready(d) || !objects_.contains(d));
+    if (!ready) return;  // later calls wait behind it: order per actor is submission order
+    actor.queued.pop_front();
+    if (task->finished) continue;
+    actor.in_flight[task->id] = task;
+    run_on(*worker->second, task);
+  }
+}
+
+void Node::actor_died(Actor& actor, const std::string& why) {
+  auto in_flight = std::move(actor.in_flight);
+  actor.in_flight.clear();
+  for (auto& [id, task] : in_flight)
+    fail_task(task, {"ActorDiedError", "actor " + actor.class_name + " died while running " + task->method + ": " + why});
+  give_back(actor.held);
+  if (!actor.killed && actor.restarts < actor.max_restarts && actor.state != Actor::State::dead) {
+    ++actor.restarts;
+    actor.state = Actor::State::restarting;
+    ready_.push_back(actor.creation);  // the constructor runs again in a new worker
+    return schedule();
+  }
+  actor.state = Actor::State::dead;
+  actor.death_reason = why;
+  auto queued = std::move(actor.queued);
+  actor.queued.clear();
+  for (auto& task : queued) fail_task(task, {"ActorDiedError", "actor " + actor.class_name + " is dead: " + why});
+  if (!actor.name.empty()) named_actors_.erase(actor.name);
+  if (actor.creation && !actor.creation->finished) {
+    if (actor.creation->caller) {
+      actor.creation->caller->fail(ErrorKind::failed, "actor " + actor.class_name + " died: " + why, "tether.ActorDiedError");
+      actor.creation->caller.reset();
+    }
+    actor.creation->finished = true;
+    release_arguments(actor.creation);
+  }
+  auto worker = workers_.find(actor.worker);
+  if (worker != workers_.end()) processes_.signal(worker->second->pid, SIGKILL);
+}
+
+// get_actor(name) -> {id, class_name, methods, max_concurrency}
+void Node::get_actor(Call&& call) {
+  auto name = service::as_str(call.param(0, "name"), "node.get_actor: argument 'name'");
+  if (!name) return call.fail(name.error());
+  auto it = named_actors_.find(std::string(*name));
+  if (it == named_actors_.end())
+    return call.fail(ErrorKind::failed, "no actor named '" + std::string(*name) + "' is alive", "builtins.ValueError");
+  const auto& actor = *actors_.at(it->second);
+  ReplyBuilder reply;
+  auto& p = reply.packer();
+  p.pack_map(4);
+  wire::pack_str(p, "id");
+  pack_id(p, actor.id);
+  wire::pack_str(p, "class_name");
+  wire::pack_str(p, actor.class_name);
+  wire::pack_str(p, "methods");
+  p.pack(actor.methods);
+  wire::pack_str(p, "max_concurrency");
+  p.pack_uint64(actor.max_concurrency);
+  call.reply(std::move(reply));
+}
+
+// kill_actor(id, no_restart=True)
+void Node::kill_actor(Call&& call) {
+  auto id = id_of(call, call.param(0, "id"), "node.kill_actor: argument 'id'");
+  if (!id) return call.fail(id.error());
+  auto it = actors_.find(*id);
+  if (it == actors_.end()) return call.fail(ErrorKind::failed, "no actor " + id->hex() + " on this node", "builtins.ValueError");
+  auto& actor = *it->second;
+  const auto* no_restart = call.param(1, "no_restart");
+  if (!no_restart || no_restart->type != msgpack::type::BOOLEAN || no_restart->via.boolean) actor.killed = true;
+  call.reply_nil();
+  auto worker = workers_.find(actor.worker);
+  if (worker != workers_.end()) on_worker_lost(actor.worker, "killed by tether.kill");
+  else if (actor.state != Actor::State::dead) actor_died(actor, "killed by tether.kill");
+}
+
+// cancel(task_id, force=False): a task not yet running is dropped; a running one is killed with
+// force, else its result is replaced by TaskCancelledError when it ends.
+void Node::cancel(Call&& call) {
+  auto id = id_of(call, call.param(0, "task_id"), "node.cancel: argument 'task_id'");
+  if (!id) return call.fail(id.error());
+  const auto* force_arg = call.param(1, "force");
+  bool force = force_arg && force_arg->type == msgpack::type::BOOLEAN && force_arg->via.boolean;
+  call.reply_nil();
+  auto it = tasks_.find(*id);
+  if (it == tasks_.end() || it->second->kind != Task::Kind::function) return;
+  auto task = it->second;
+  task->cancelled = true;
+  bool running = false;
+  for (auto& [worker_id, worker] : workers_)
+    if (worker->task == task) {
+      running = true;
+      if (force) on_worker_lost(worker_id, "its task was cancelled with force=True");
+      break;
+    }
+  if (!running) fail_task(task, {"TaskCancelledError", "task " + task->name + " was cancelled"});
+}
+
+}  // namespace tether::cluster

@@ -1,0 +1,220 @@
+// tetherd: the node daemon. Serves the "node" object (clients, objects, tasks, workers, actors) on
+// TCP and on a Unix socket in its session directory, and prints one "TETHERD READY" line with both
+// addresses when it is ready. Usage: see usage() below and docs/cluster.md.
+#include <openssl/rand.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <future>
+#include <iostream>
+#include <thread>
+
+#include "cluster/node.hpp"
+#include "net/address.hpp"
+#include "rpc/listener.hpp"
+#include "rpc/runtime.hpp"
+#include "service/service.hpp"
+
+namespace {
+
+using namespace tether;
+
+struct Arguments {
+  std::string host = "127.0.0.1";
+  int port = 0;
+  double num_cpus = 0;
+  cluster::Resources resources;
+  std::filesystem::path session_dir;
+  std::string secret_file;
+  std::string python = "python3";
+  std::uint64_t store_bytes = 0;
+  bool watch_stdin = false;
+  std::size_t prestart = 0;
+  double idle_worker_seconds = 30;
+};
+
+[[noreturn]] void usage(const std::string& problem) {
+  std::cerr << "tetherd: " << problem << "\n"
+            << "usage: tetherd --head [--host H] [--port P] [--num-cpus N] [--resource NAME=AMOUNT]...\n"
+               "               [--session-dir DIR] [--secret-file FILE] [--python PATH] [--object-store-memory BYTES]\n"
+               "               [--prestart-workers N] [--idle-worker-timeout SECONDS] [--watch-stdin]\n"
+               "The secret comes from --secret-file, else $TETHER_SECRET, else a new one is written to DIR/secret.\n";
+  std::exit(2);
+}
+
+double number(const std::string& text, const std::string& what) {
+  try {
+    std::size_t used = 0;
+    double value = std::stod(text, &used);
+    if (used == text.size() && value >= 0) return value;
+  } catch (const std::exception&) {
+  }
+  usage(what + " must be a non-negative number, got '" + text + "'");
+}
+
+Arguments parse(int argc, char** argv) {
+  Arguments a;
+  bool head = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) usage(arg + " needs a value");
+      return argv[++i];
+    };
+    if (arg == "--head") head = true;
+    else if (arg == "--host") a.host = value();
+    else if (arg == "--port") a.port = static_cast<int>(number(value(), "--port"));
+    else if (arg == "--num-cpus") a.num_cpus = number(value(), "--num-cpus");
+    else if (arg == "--resource") {
+      auto text = value();
+      auto eq = text.find('=');
+      if (eq == std::string::npos || eq == 0) usage("--resource takes NAME=AMOUNT, got '" + text + "'");
+      a.resources[text.substr(0, eq)] = number(text.substr(eq + 1), "--resource " + text.substr(0, eq));
+    } else if (arg == "--session-dir") a.session_dir = value();
+    else if (arg == "--secret-file") a.secret_file = value();
+    else if (arg == "--python") a.python = value();
+    else if (arg == "--object-store-memory") a.store_bytes = static_cast<std::uint64_t>(number(value(), "--object-store-memory"));
+    else if (arg == "--prestart-workers") a.prestart = static_cast<std::size_t>(number(value(), "--prestart-workers"));
+    else if (arg == "--idle-worker-timeout") a.idle_worker_seconds = number(value(), "--idle-worker-timeout");
+    else if (arg == "--watch-stdin") a.watch_stdin = true;
+    else usage("unknown option " + arg);
+  }
+  if (!head) usage("only --head is supported by this version (one node per cluster)");
+  if (a.port > 65535) usage("--port must be at most 65535");
+  if (a.num_cpus == 0) a.num_cpus = std::max(1u, std::thread::hardware_concurrency());
+  a.resources["CPU"] = a.num_cpus;
+  return a;
+}
+
+std::string random_hex(std::size_t bytes) {
+  std::vector<unsigned char> raw(bytes);
+  TETHER_ASSERT(RAND_bytes(raw.data(), static_cast<int>(raw.size())) == 1, "OpenSSL has no randomness");
+  static const char* digits = "0123456789abcdef";
+  std::string hex;
+  for (auto b : raw) {
+    hex.push_back(digits[b >> 4]);
+    hex.push_back(digits[b & 15]);
+  }
+  return hex;
+}
+
+std::string read_secret(const Arguments& a, const std::filesystem::path& session_dir) {
+  if (!a.secret_file.empty()) {
+    std::ifstream in(a.secret_file);
+    std::string secret((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    while (!secret.empty() && (secret.back() == '\n' || secret.back() == '\r')) secret.pop_back();
+    if (secret.empty()) usage("the secret file " + a.secret_file + " is empty or unreadable");
+    return secret;
+  }
+  if (const char* env = std::getenv("TETHER_SECRET"); env && *env) return env;
+  auto secret = random_hex(32);
+  auto path = session_dir / "secret";
+  { std::ofstream(path) << secret << "\n"; }
+  std::filesystem::permissions(path, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  return secret;
+}
+
+std::uint64_t default_store_bytes() {
+  auto pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+  return pages > 0 && page > 0 ? static_cast<std::uint64_t>(pages) * static_cast<std::uint64_t>(page) * 3 / 10 : (1ull << 30);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  auto args = parse(argc, argv);
+  auto session = random_hex(8);
+  bool own_session_dir = args.session_dir.empty();
+  if (own_session_dir) args.session_dir = std::filesystem::temp_directory_path() / ("tether-" + session);
+  std::error_code ec;
+  std::filesystem::create_directories(args.session_dir, ec);
+  if (ec) usage("cannot create the session directory " + args.session_dir.string() + ": " + ec.message());
+  auto secret = read_secret(args, args.session_dir);
+  auto socket_path = (args.session_dir / "node.sock").string();
+  std::filesystem::remove(socket_path, ec);
+
+  store::StoreOptions store_options{"/tether-" + session + "-", args.store_bytes ? args.store_bytes : default_store_bytes(),
+                                    args.session_dir / "spill"};
+  auto object_store = std::make_unique<store::ObjectStore>(store_options);
+  auto runtime = std::make_shared<rpc::Runtime>(1);
+  auto host = std::make_shared<service::ServiceHost>();
+  std::promise<void> stop_requested;
+  std::once_flag stop_once;
+  auto request_stop = [&] { std::call_once(stop_once, [&] { stop_requested.set_value(); }); };
+
+  net::Endpoint unix_endpoint;
+  unix_endpoint.kind = net::Endpoint::Kind::unix_socket;
+  unix_endpoint.path = socket_path;
+  cluster::NodeOptions node_options;
+  node_options.session = session;
+  node_options.session_dir = args.session_dir;
+  node_options.python = args.python;
+  node_options.node_uri = net::format_uri(unix_endpoint, "node");
+  node_options.secret = secret;
+  node_options.resources = args.resources;
+  node_options.prestart_workers = args.prestart;
+  node_options.idle_worker_timeout = std::chrono::milliseconds(static_cast<long long>(args.idle_worker_seconds * 1000));
+  node_options.on_shutdown_requested = request_stop;
+
+  // The node and everything it starts live on the io thread.
+  std::unique_ptr<cluster::Node> node;
+  std::promise<void> built;
+  asio::post(runtime->context(), [&] {
+    node = std::make_unique<cluster::Node>(runtime->context(), node_options, *object_store);
+    host->add(*node);
+    built.set_value();
+  });
+  built.get_future().get();
+
+  asio::signal_set signals(runtime->context(), SIGTERM, SIGINT, SIGHUP);
+  signals.async_wait([&](std::error_code e, int) {
+    if (!e) request_stop();
+  });
+  rpc::AuthConfig auth{secret, false, false};
+  rpc::ConnectionOptions connection_options;
+  connection_options.idle_timeout = std::chrono::hours(24 * 365);  // clients may sit idle; heartbeats still run
+  auto tcp_endpoint = net::parse_host_port(args.host.find(':') != std::string::npos ? "[" + args.host + "]:" + std::to_string(args.port)
+                                                                                  : args.host + ":" + std::to_string(args.port));
+  if (!tcp_endpoint) usage("bad --host/--port: " + tcp_endpoint.error().message);
+  auto tcp = rpc::Listener::listen(*runtime, *tcp_endpoint, auth, connection_options, host);
+  auto local = rpc::Listener::listen(*runtime, unix_endpoint, auth, connection_options, host);
+  if (!tcp || !local) {
+    std::cerr << "tetherd: " << (!tcp ? tcp.error().message : local.error().message) << std::endl;
+    return 1;
+  }
+  std::cout << "TETHERD READY tcp=" << (*tcp)->endpoint().to_string() << " unix=" << socket_path
+            << " session=" << session << " dir=" << args.session_dir.string() << std::endl;
+
+  std::thread stdin_watch;
+  if (args.watch_stdin) {
+    // The embedding driver holds our stdin: end of file means it is gone, whatever ended it.
+    stdin_watch = std::thread([&] {
+      char buffer[256];
+      while (::read(STDIN_FILENO, buffer, sizeof buffer) > 0) {
+      }
+      request_stop();
+    });
+    stdin_watch.detach();
+  }
+  stop_requested.get_future().get();
+
+  (*tcp)->close("the node is shutting down");
+  (*local)->close("the node is shutting down");
+  std::promise<void> stopped;
+  asio::post(runtime->context(), [&] {
+    node->stop_workers(std::chrono::milliseconds(1000));
+    stopped.set_value();
+  });
+  stopped.get_future().get();
+  runtime->stop(std::chrono::milliseconds(500));
+  tcp->reset();
+  local->reset();
+  node.reset();
+  object_store.reset();
+  std::filesystem::remove(socket_path, ec);
+  std::filesystem::remove_all(args.session_dir / "spill", ec);
+  if (own_session_dir) std::filesystem::remove_all(args.session_dir, ec);
+  return 0;
+}
