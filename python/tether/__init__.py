@@ -12,6 +12,7 @@ from .errors import (ActorDiedError, AuthenticationError, CallTimeoutError, Comm
                      GetTimeoutError, NoSuchObjectError, ObjectFreedError, ObjectLostError, ObjectStoreFullError,
                      ProtocolError, RemoteError, ResourceUnavailableError, TaskCancelledError, TaskError, TetherError,
                      WorkerCrashedError, WorkerError)
+from .executor import Executor, call, map
 from .expose import expose, oneway
 from .future import Future
 from .naming import NameServer, locate_ns
@@ -22,7 +23,7 @@ _hooks.install()
 
 __version__ = "0.1.0"
 __all__ = [
-    "ActorClass", "ActorDiedError", "ActorHandle", "GetTimeoutError", "ObjectFreedError", "ObjectLostError", "ObjectRef",
+    "ActorClass", "ActorDiedError", "Executor", "call", "map", "ActorHandle", "GetTimeoutError", "ObjectFreedError", "ObjectLostError", "ObjectRef",
     "ObjectStoreFullError", "RemoteFunction", "ResourceUnavailableError", "TaskCancelledError", "TaskError",
     "WorkerCrashedError", "WorkerError", "cancel", "cluster_address", "cluster_resources", "get", "get_actor", "init",
     "is_initialized", "kill", "put", "remote", "shutdown", "wait",

@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import signal
+import subprocess
 import sys
 import threading
+import time
 
 
 def _ns(args) -> int:
@@ -20,6 +24,122 @@ def _ns(args) -> int:
     return 0
 
 
+def _start(args) -> int:
+    from ._private import launcher
+
+    if args.address:
+        print("tether start: joining a cluster as another node (--address) is not supported yet; "
+              "this version runs one node per cluster", file=sys.stderr)
+        return 2
+    if not args.head:
+        print("tether start: give --head (start a cluster) or --address HOST:PORT (join one)", file=sys.stderr)
+        return 2
+    record = launcher.read_record()
+    if record and _alive(record.get("pid")):
+        print(f"tether start: a cluster is already running at {record['address']} (tether stop first)", file=sys.stderr)
+        return 1
+    try:
+        resources = json.loads(args.resources) if args.resources else None
+        if resources is not None and not isinstance(resources, dict):
+            raise ValueError("--resources must be a JSON object such as '{\"gpu\": 2}'")
+        info = launcher.start_detached(args.host, args.port, args.num_cpus, resources, args.object_store_memory)
+    except (ValueError, RuntimeError) as exc:
+        print(f"tether start: {exc}", file=sys.stderr)
+        return 1
+    print(f"tether cluster started at {info['address']} (daemon pid {info['pid']}, log {info['log']})")
+    print("join it with tether.init(address=\"auto\") on this machine, or elsewhere with")
+    print(f"  tether.init(address=\"{info['address']}\") and TETHER_SECRET set to the secret in {launcher.record_path()}")
+    return 0
+
+
+def _alive(pid) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def _connect(args):
+    from ._private import launcher
+    from ._private.cluster_client import ClusterClient
+
+    record = launcher.read_record()
+    address = args.address or (record or {}).get("address")
+    secret = os.environ.get("TETHER_SECRET") or (record or {}).get("secret")
+    if not address or not secret:
+        raise ConnectionError("no cluster is recorded on this machine; give --address and set TETHER_SECRET")
+    client = ClusterClient(f"tether://{address}/node", secret.encode())
+    client.hello()
+    return client, record
+
+
+def _status(args) -> int:
+    try:
+        client, _record = _connect(args)
+    except Exception as exc:
+        print(f"tether status: {exc}", file=sys.stderr)
+        return 1
+    status = client.call("status")
+    client.close()
+    if args.json:
+        print(json.dumps(status, indent=2, default=repr))
+        return 0
+    print(f"node {status['node_id']}: {status['clients']} clients")
+    print("resources: " + ", ".join(f"{k} {status['available'].get(k, 0):g}/{v:g} free" for k, v in status["resources"].items()))
+    states = {}
+    for worker in status["workers"]:
+        states[worker["state"]] = states.get(worker["state"], 0) + 1
+    print("workers: " + (", ".join(f"{n} {state}" for state, n in sorted(states.items())) or "none"))
+    objects = status["objects"]
+    print(f"objects: {objects['count']}, store {objects['store_used']:,} of {objects['store_capacity']:,} bytes, "
+          f"{objects['spilled']} spilled")
+    print("actors: " + (", ".join(f"{a['class']}{' ' + a['name'] if a['name'] else ''} ({a['state']})"
+                                  for a in status["actors"]) or "none"))
+    return 0
+
+
+def _stop(args) -> int:
+    from ._private import launcher
+
+    try:
+        client, record = _connect(args)
+    except Exception as exc:
+        print(f"tether stop: {exc}", file=sys.stderr)
+        return 1
+    try:
+        client.call("shutdown", timeout=10)
+    finally:
+        client.close()
+    pid = (record or {}).get("pid") if not args.address else None
+    deadline = time.monotonic() + 10
+    while pid and _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not args.address:
+        launcher.forget_record()
+    print("tether cluster stopped")
+    return 0
+
+
+def _run(args) -> int:
+    """SCOOP's launcher: a local cluster of N workers, the script as its driver, then stop."""
+    from ._private import launcher
+
+    daemon, info = launcher.start_embedded(args.n, None, None)
+    env = dict(os.environ, TETHER_ADDRESS=info["address"], TETHER_SECRET=info["secret"])
+    try:
+        return subprocess.call([sys.executable, args.script, *args.args], env=env)
+    finally:
+        daemon.stdin.close()
+        try:
+            daemon.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="tether", description="tether: distributed programming for Python")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -29,6 +149,30 @@ def main(argv=None) -> int:
     ns.add_argument("--secret", default=None, help="shared secret (default: $TETHER_SECRET)")
     ns.add_argument("--sweep-interval", type=float, default=10.0, help="seconds between liveness checks")
     ns.set_defaults(run=_ns)
+
+    start = commands.add_parser("start", help="start a cluster node daemon (tetherd) in the background")
+    start.add_argument("--head", action="store_true", help="start a new cluster")
+    start.add_argument("--address", default=None, help="join the cluster at HOST:PORT (not supported yet)")
+    start.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    start.add_argument("--port", type=int, default=6380)
+    start.add_argument("--num-cpus", type=int, default=None)
+    start.add_argument("--resources", default=None, help='custom resources as JSON, e.g. \'{"gpu": 1}\'')
+    start.add_argument("--object-store-memory", type=int, default=None, help="bytes of shared memory for objects")
+    start.set_defaults(run=_start)
+
+    for name, run, text in (("status", _status, "show the cluster's nodes, resources, workers, objects, actors"),
+                            ("stop", _stop, "stop the cluster started with tether start")):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("--address", default=None, help="HOST:PORT (default: the recorded cluster)")
+        if name == "status":
+            command.add_argument("--json", action="store_true", help="print the raw status as JSON")
+        command.set_defaults(run=run)
+
+    run = commands.add_parser("run", help="run a script as the driver of a new local cluster of N CPUs")
+    run.add_argument("-n", type=int, default=None, help="number of CPUs (workers) of the cluster")
+    run.add_argument("script")
+    run.add_argument("args", nargs=argparse.REMAINDER)
+    run.set_defaults(run=_run)
     args = parser.parse_args(argv)
     return args.run(args)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import inspect
-import threading
 
 from ._private import cluster_state
 from ._private.serialization import note_contained, serialize
@@ -57,15 +56,10 @@ class ObjectRef:
 
     def future(self) -> concurrent.futures.Future:
         """A concurrent.futures.Future completed with the value (or the task's error)."""
+        from .executor import _complete_when_ready
+
         result: concurrent.futures.Future = concurrent.futures.Future()
-
-        def resolve():
-            try:
-                result.set_result(get(self))
-            except BaseException as exc:  # the future carries whatever get raised
-                result.set_exception(exc)
-
-        threading.Thread(target=resolve, name="tether-objectref-future", daemon=True).start()
+        _complete_when_ready(self, result)
         return result
 
     def __await__(self):

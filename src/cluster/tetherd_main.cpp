@@ -124,6 +124,8 @@ std::uint64_t default_store_bytes() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Output whose reader went away (a closed terminal or pipe) is dropped, not fatal.
+  ::signal(SIGPIPE, SIG_IGN);
   auto args = parse(argc, argv);
   auto session = random_hex(8);
   bool own_session_dir = args.session_dir.empty();

@@ -116,6 +116,11 @@ class ClusterClient:
                 self._answers[object_id] = (future, index)
         return future
 
+    def answer_future(self, object_id: bytes):
+        """The future of the call that produces `object_id`, if this process made it."""
+        answer = self._answers.get(object_id)
+        return answer[0] if answer else None
+
     def put(self, value) -> bytes:
         serialized = serialize(value)
         object_id = self.new_id()

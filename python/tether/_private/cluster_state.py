@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import atexit
 import os
-import secrets
 import subprocess
-import sys
 import threading
-from pathlib import Path
 
+from . import launcher
 from .cluster_client import ClusterClient
 
 _lock = threading.RLock()
@@ -55,77 +53,34 @@ def resolved_dependency(index: int):
     return _dependencies.values[index]
 
 
-def tetherd_path() -> str:
-    override = os.environ.get("TETHER_TETHERD")
-    if override:
-        return override
-    path = Path(__file__).resolve().parent.parent / "_bin" / "tetherd"
-    if not path.exists():
-        raise RuntimeError(f"tetherd is not installed at {path} (reinstall tether, or set TETHER_TETHERD)")
-    return str(path)
-
-
-def _worker_pythonpath() -> str:
-    """Workers import what the driver can: the tether package and the driver's own sys.path."""
-    package_parent = str(Path(__file__).resolve().parent.parent.parent)
-    entries = [package_parent] + [p or os.getcwd() for p in sys.path]
-    seen: list[str] = []
-    for entry in entries:
-        if entry not in seen:
-            seen.append(entry)
-    return os.pathsep.join(seen)
-
-
-def _pump(stream, target):
-    for line in iter(stream.readline, b""):
-        try:
-            target.write(line.decode(errors="replace"))
-            target.flush()
-        except (ValueError, OSError):
-            pass  # the driver's stdout is closed: worker output is dropped, not an error
-
-
 def start(address, *, num_cpus=None, resources=None, secret=None, object_store_memory=None) -> dict:
+    """Joins the cluster at `address` ("host:port"; "auto": the one `tether start --head` recorded;
+    None: $TETHER_ADDRESS if set, else a new private cluster)."""
     global _client, _daemon, _info
     with _lock:
+        if address is None:
+            address = os.environ.get("TETHER_ADDRESS") or None
         if address is not None:
+            if address == "auto":
+                record = launcher.read_record()
+                if record is None:
+                    raise ConnectionError("no cluster was started on this machine (tether start --head)")
+                address, secret = record["address"], secret or record["secret"]
+            if any(v is not None for v in (num_cpus, resources, object_store_memory)):
+                raise ValueError("num_cpus, resources and object_store_memory describe a new cluster; "
+                                 "they cannot be given when joining one")
             secret_value = secret if secret is not None else os.environ.get("TETHER_SECRET")
             if not secret_value:
                 raise ValueError("joining a cluster needs its secret: secret= or $TETHER_SECRET")
             secret_bytes = secret_value.encode() if isinstance(secret_value, str) else bytes(secret_value)
-            _client = ClusterClient(f"tether://{address}/node", secret_bytes)
-            _client.hello()
-            _info = {"address": address}
+            joined = ClusterClient(f"tether://{address}/node", secret_bytes)
+            joined.hello()
+            _client, _info = joined, {"address": address}
             return dict(_info)
-        cpus = num_cpus if num_cpus is not None else (os.cpu_count() or 1)
-        if cpus < 1:
-            raise ValueError("num_cpus must be at least 1")
-        secret_text = secrets.token_hex(32)
-        command = [tetherd_path(), "--head", "--num-cpus", str(cpus), "--python", sys.executable,
-                   "--watch-stdin", "--prestart-workers", str(cpus)]
-        for name, amount in (resources or {}).items():
-            if name == "CPU":
-                raise ValueError("give CPUs with num_cpus=, not in resources=")
-            command += ["--resource", f"{name}={float(amount)}"]
-        if object_store_memory:
-            command += ["--object-store-memory", str(int(object_store_memory))]
-        env = dict(os.environ, TETHER_SECRET=secret_text, PYTHONPATH=_worker_pythonpath())
-        daemon = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
-                                  start_new_session=True)
-        ready = daemon.stdout.readline().decode()
-        if not ready.startswith("TETHERD READY"):
-            daemon.kill()
-            daemon.wait()
-            raise RuntimeError(f"tetherd did not start: {ready.strip() or 'no output'}")
-        fields = dict(part.split("=", 1) for part in ready.split()[2:])
-        threading.Thread(target=_pump, args=(daemon.stdout, sys.stdout), name="tether-worker-output",
-                         daemon=True).start()
-        _daemon = daemon
-        _info = {"address": fields["tcp"], "session_dir": fields["dir"], "session": fields["session"],
-                 "secret": secret_text, "node_socket": fields["unix"]}
-        socket_uri = "tether+unix://" + fields["unix"].replace("%", "%25").replace("/", "%2F") + "/node"
+        daemon, started = launcher.start_embedded(num_cpus, resources, object_store_memory)
+        _daemon, _info = daemon, started
         try:
-            _client = ClusterClient(socket_uri, secret_text.encode())
+            _client = ClusterClient(launcher.unix_uri(started["node_socket"]), started["secret"].encode())
             _client.hello()
         except BaseException:
             stop()

@@ -1,0 +1,141 @@
+"""Starting and finding node daemons: the embedded cluster of tether.init(), and the detached one
+of `tether start --head`, which leaves a record (address, secret) for `tether status`, `tether
+stop` and tether.init(address="auto") to find."""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+
+def tetherd_path() -> str:
+    override = os.environ.get("TETHER_TETHERD")
+    if override:
+        return override
+    path = Path(__file__).resolve().parent.parent / "_bin" / "tetherd"
+    if not path.exists():
+        raise RuntimeError(f"tetherd is not installed at {path} (reinstall tether, or set TETHER_TETHERD)")
+    return str(path)
+
+
+def record_path() -> Path:
+    """Where `tether start --head` records the cluster it started (one per user and machine)."""
+    return Path(tempfile.gettempdir()) / f"tether-{os.getuid()}" / "cluster.json"
+
+
+def worker_pythonpath() -> str:
+    """Workers import what the driver can: the tether package and the driver's own sys.path."""
+    package_parent = str(Path(__file__).resolve().parent.parent.parent)
+    entries = [package_parent] + [p or os.getcwd() for p in sys.path]
+    return os.pathsep.join(dict.fromkeys(entries))
+
+
+def daemon_command(num_cpus, resources, object_store_memory, host="127.0.0.1", port=0, prestart=None):
+    cpus = num_cpus if num_cpus is not None else (os.cpu_count() or 1)
+    if cpus < 1:
+        raise ValueError("num_cpus must be at least 1")
+    command = [tetherd_path(), "--head", "--host", host, "--port", str(port), "--num-cpus", str(cpus),
+               "--python", sys.executable, "--prestart-workers", str(cpus if prestart is None else prestart)]
+    for name, amount in (resources or {}).items():
+        if name == "CPU":
+            raise ValueError("give CPUs with num_cpus=, not in resources=")
+        if not isinstance(amount, (int, float)) or amount < 0:
+            raise ValueError(f"resource {name!r} needs a non-negative number, got {amount!r}")
+        command += ["--resource", f"{name}={float(amount)}"]
+    if object_store_memory:
+        command += ["--object-store-memory", str(int(object_store_memory))]
+    return command
+
+
+def parse_ready(line: str) -> dict:
+    if not line.startswith("TETHERD READY"):
+        raise RuntimeError(f"tetherd did not start: {line.strip() or 'no output'}")
+    fields = dict(part.split("=", 1) for part in line.split()[2:])
+    return {"address": fields["tcp"], "node_socket": fields["unix"], "session": fields["session"],
+            "session_dir": fields["dir"]}
+
+
+def unix_uri(path: str) -> str:
+    return "tether+unix://" + path.replace("%", "%25").replace("/", "%2F") + "/node"
+
+
+def _pump(stream):
+    # sys.stdout is looked up for each line, not once at init: output follows a later redirection
+    # (contextlib.redirect_stdout, a test's capture) like the driver's own prints do.
+    for line in iter(stream.readline, b""):
+        target = sys.stdout
+        if target is None:
+            continue
+        try:
+            target.write(line.decode(errors="replace"))
+            target.flush()
+        except (ValueError, OSError):
+            pass  # the driver's stdout is closed: worker output is dropped, not an error
+
+
+def start_embedded(num_cpus=None, resources=None, object_store_memory=None):
+    """A daemon that lives as long as this process (it watches our end of its stdin) and whose
+    workers' output comes to our stdout. Returns (process, info)."""
+    secret = secrets.token_hex(32)
+    command = daemon_command(num_cpus, resources, object_store_memory) + ["--watch-stdin"]
+    env = dict(os.environ, TETHER_SECRET=secret, PYTHONPATH=worker_pythonpath())
+    daemon = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, start_new_session=True)
+    try:
+        info = parse_ready(daemon.stdout.readline().decode())
+    except BaseException:
+        daemon.kill()
+        daemon.wait()
+        raise
+    threading.Thread(target=_pump, args=(daemon.stdout,), name="tether-worker-output", daemon=True).start()
+    info["secret"] = secret
+    return daemon, info
+
+
+def start_detached(host, port, num_cpus, resources, object_store_memory, secret=None) -> dict:
+    """`tether start --head`: a daemon that outlives this process; its output goes to a log file."""
+    secret = secret or os.environ.get("TETHER_SECRET") or secrets.token_hex(32)
+    record = record_path()
+    record.parent.mkdir(mode=0o700, exist_ok=True)
+    log_path = record.parent / f"tetherd-{int(time.time())}-{os.getpid()}.log"
+    command = daemon_command(num_cpus, resources, object_store_memory, host, port)
+    env = dict(os.environ, TETHER_SECRET=secret, PYTHONPATH=worker_pythonpath())
+    with open(log_path, "wb") as log:
+        daemon = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
+                                  start_new_session=True)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        first = log_path.read_text(errors="replace").splitlines()
+        if first and first[0].startswith("TETHERD READY"):
+            break
+        if daemon.poll() is not None:
+            raise RuntimeError(f"tetherd exited at start: {log_path.read_text(errors='replace').strip()}")
+        time.sleep(0.02)
+    else:
+        daemon.kill()
+        raise RuntimeError("tetherd did not report ready within 15 s")
+    info = parse_ready(first[0])
+    info.update(secret=secret, pid=daemon.pid, log=str(log_path))
+    fd = os.open(record, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump(info, out)
+    return info
+
+
+def read_record() -> dict | None:
+    try:
+        return json.loads(record_path().read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def forget_record() -> None:
+    try:
+        record_path().unlink()
+    except OSError:
+        pass
