@@ -5,7 +5,6 @@ and keeps objects; see docs/cluster.md. tether.init() with no address starts a p
 cluster that ends with the program."""
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import inspect
 
@@ -63,6 +62,8 @@ class ObjectRef:
         return result
 
     def __await__(self):
+        import asyncio  # only programs that await need it; workers start faster without
+
         return asyncio.wrap_future(self.future()).__await__()
 
 

@@ -1,7 +1,6 @@
 """tether.Future: a concurrent.futures.Future that is awaitable and cheap to make by the thousand."""
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import threading
 from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, PENDING
@@ -51,6 +50,8 @@ class Future(concurrent.futures.Future):
         pass
 
     def __await__(self):
+        import asyncio  # only programs that await need it; workers start faster without
+
         return asyncio.wrap_future(self).__await__()
 
     def done(self):

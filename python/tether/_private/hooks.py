@@ -1,7 +1,6 @@
 """Connects the C++ engine to the Python layer: the functions the engine calls back into."""
 from __future__ import annotations
 
-import asyncio
 import inspect
 import threading
 import traceback
@@ -52,6 +51,8 @@ class _Loop:
     def get(self):
         with self._lock:
             if self._loop is None:
+                import asyncio  # loaded with the first async method, not at import
+
                 self._loop = asyncio.new_event_loop()
                 threading.Thread(target=self._loop.run_forever, name="tether-async", daemon=True).start()
             return self._loop
@@ -69,7 +70,10 @@ def _run_async(coroutine, responder):
         else:
             responder.reply(result)
 
-    return asyncio.run_coroutine_threadsafe(runner(), _loop.get())
+    loop = _loop.get()
+    import asyncio
+
+    return asyncio.run_coroutine_threadsafe(runner(), loop)
 
 
 def install():
