@@ -50,7 +50,7 @@ class ObjectRef:
         return hash(self._id)
 
     def __reduce__(self):
-        note_contained(self._id)
+        note_contained(self)
         return (_ref_from_id, (self._id,))
 
     def future(self) -> concurrent.futures.Future:
@@ -137,8 +137,9 @@ def wait(refs, *, num_returns: int = 1, timeout: float | None = None, fetch_loca
     if not 0 <= num_returns <= len(refs):
         raise ValueError(f"num_returns must be between 0 and {len(refs)}")
     client = cluster_state.client()
-    ready_indices = set(client.call("wait", [r._id for r in refs], num_returns, timeout,
-                                    timeout=None if timeout is None else timeout + 30))
+    with client.blocking():
+        ready_indices = set(client.call("wait", [r._id for r in refs], num_returns, timeout,
+                                        timeout=None if timeout is None else timeout + 30))
     ready = [r for i, r in enumerate(refs) if i in ready_indices][:max(num_returns, 0) or len(ready_indices)]
     chosen = {id(r) for r in ready}
     return ready, [r for r in refs if id(r) not in chosen]

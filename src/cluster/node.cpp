@@ -82,6 +82,8 @@ void Node::add_methods() {
   add_method("get_actor", bind(&Node::get_actor));
   add_method("kill_actor", bind(&Node::kill_actor));
   add_method("cancel", bind(&Node::cancel));
+  add_method("blocked", bind(&Node::blocked), true);
+  add_method("unblocked", bind(&Node::unblocked), true);
 }
 
 Node::Client* Node::client_of(const Call& call) {

@@ -80,6 +80,8 @@ class Node final : public service::Service {
 
   // tasks, workers, actors (node_tasks.cpp)
   void submit(service::Call&& call);
+  void blocked(service::Call&& call);
+  void unblocked(service::Call&& call);
   void create_actor(service::Call&& call);
   void actor_call(service::Call&& call);
   void get_actor(service::Call&& call);

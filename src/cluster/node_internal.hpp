@@ -29,6 +29,8 @@ struct Node::Worker {
   std::uint64_t runner = 0;  // the object the worker exported to run tasks (called as "#<runner>")
   TaskPtr task;              // the task it runs (State::busy)
   Resources held;
+  bool blocked = false;      // its task waits in get/wait: its resources are lent to other tasks
+  Resources lent;
   std::optional<ObjectId> actor;
   Clock::time_point idle_since = Clock::now();
 };

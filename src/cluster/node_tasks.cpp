@@ -217,7 +217,7 @@ void Node::schedule() {
   }
   std::size_t task_workers = 0;
   for (const auto& [id, worker] : workers_)
-    if (!worker->actor && worker->state != Worker::State::dead) ++task_workers;
+    if (!worker->actor && worker->state != Worker::State::dead && !worker->blocked) ++task_workers;
   while (waiting_for_worker > starting_task_workers_ && task_workers < options_.max_task_workers) {
     start_worker(std::nullopt);
     ++task_workers;
@@ -259,6 +259,30 @@ void Node::on_worker_registered(Worker& worker) {
   worker.state = Worker::State::idle;
   worker.idle_since = Clock::now();
   schedule();
+}
+
+// blocked() / unblocked(), oneway, from a worker whose task waits for objects in get or wait: its
+// resources go to other tasks meanwhile (a task that waits for the tasks it submitted must not
+// keep the CPUs they need), and come back when it runs again, even if that oversubscribes a while.
+void Node::blocked(Call&& call) {
+  auto* client = client_of(call);
+  auto it = client ? workers_.find(client->worker_id) : workers_.end();
+  if (it == workers_.end() || it->second->state != Worker::State::busy || it->second->blocked) return;
+  auto& worker = *it->second;
+  worker.blocked = true;
+  worker.lent = worker.held;
+  give_back(worker.held);
+  schedule();
+}
+
+void Node::unblocked(Call&& call) {
+  auto* client = client_of(call);
+  auto it = client ? workers_.find(client->worker_id) : workers_.end();
+  if (it == workers_.end() || !it->second->blocked) return;
+  auto& worker = *it->second;
+  worker.blocked = false;
+  take(worker.lent, worker.held);
+  worker.lent.clear();
 }
 
 // ---- running ----
@@ -312,6 +336,8 @@ void Node::on_task_reply(std::uint64_t worker_id, const TaskPtr& task, Result<wi
   if (it != workers_.end() && it->second->state == Worker::State::busy && it->second->task == task) {
     auto& worker = *it->second;
     give_back(worker.held);
+    worker.blocked = false;
+    worker.lent.clear();
     worker.task = nullptr;
     worker.state = Worker::State::idle;
     worker.idle_since = Clock::now();

@@ -73,15 +73,21 @@ class ClientRuntime {
   // One io thread reads and writes for every proxy (no hand-offs between io threads on the reply
   // path); callbacks the servers make into this process run on their own threads, so a callback
   // that calls a server again never stops this process from reading the reply.
-  explicit ClientRuntime(std::size_t callback_threads)
-      : runtime_(std::make_shared<rpc::Runtime>(1, python_thread_hooks())),
-        callbacks_(std::make_shared<rpc::Runtime>(std::max<std::size_t>(callback_threads, 1), python_thread_hooks())),
-        dispatcher_(std::make_shared<Dispatcher>(nullptr, callbacks_->executor(),
-                                                 std::max<std::size_t>(callback_threads, 1), false)) {}
+  //
+  // With `serving`, the process mainly serves what its peer calls (a cluster worker): requests run
+  // on the io thread that read them, with `callback_threads` + 1 io threads so one always reads,
+  // which saves a thread hop per request, as a Server does.
+  ClientRuntime(std::size_t callback_threads, bool serving)
+      : runtime_(std::make_shared<rpc::Runtime>(serving ? std::max<std::size_t>(callback_threads, 1) + 1 : 1,
+                                                python_thread_hooks())),
+        callbacks_(serving ? nullptr
+                           : std::make_shared<rpc::Runtime>(std::max<std::size_t>(callback_threads, 1), python_thread_hooks())),
+        dispatcher_(std::make_shared<Dispatcher>(nullptr, (serving ? runtime_ : callbacks_)->executor(),
+                                                 std::max<std::size_t>(callback_threads, 1), serving)) {}
   ~ClientRuntime() {
     nb::gil_scoped_release release;
     runtime_->stop();
-    callbacks_->stop();
+    if (callbacks_) callbacks_->stop();
     dispatcher_->stop();
   }
   Channel connect(const std::string& uri_or_address, std::optional<nb::bytes> secret, bool want_pickle,
@@ -105,7 +111,7 @@ class ClientRuntime {
 
  private:
   std::shared_ptr<rpc::Runtime> runtime_;  // shared: connections keep it alive (see rpc::Runtime)
-  std::shared_ptr<rpc::Runtime> callbacks_;
+  std::shared_ptr<rpc::Runtime> callbacks_;  // none when serving: requests run on the io threads
   std::shared_ptr<Dispatcher> dispatcher_;
 };
 
@@ -197,7 +203,7 @@ NB_MODULE(_core, m) {
   });
 
   nb::class_<ClientRuntime>(m, "ClientRuntime")
-      .def(nb::init<std::size_t>(), "callback_threads"_a)
+      .def(nb::init<std::size_t, bool>(), "callback_threads"_a, "serving"_a = false)
       .def("connect", &ClientRuntime::connect, "address"_a, "secret"_a = nb::none(), "want_pickle"_a = false,
            "timeout"_a = 10.0, "heartbeat"_a = 5.0, "idle_timeout"_a = 30.0, "max_frame"_a = 1ull << 30);
 

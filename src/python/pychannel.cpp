@@ -139,13 +139,19 @@ nb::object Channel::call_future(const std::string& object, const std::string& me
   auto* state = static_cast<ConnectionState*>(connection_->attachment());
   auto sink = std::make_shared<FutureSink>(future.ptr(), channel.ptr(), state, pickle_allowed());
   Result<std::uint64_t> sent = Error{};
-  {
-    // A future's caller does not wait, so its request joins the next flush: a burst of futures
-    // leaves in one write instead of one system call each. A deferred send never blocks, so the
-    // GIL stays held: releasing it per call would hand it to the io thread completing earlier
-    // futures, and a burst would cost a thread switch per call. (No io thread takes the GIL while
-    // holding a core lock, so this cannot deadlock.)
-    rpc::Connection::DeferFlush defer(connection_.get());
+  std::size_t size = frame.payload.size();
+  for (const auto& segment : frame.segments) size += segment.bytes.size();
+  if (size >= (1u << 20)) {
+    nb::gil_scoped_release release;  // a large request may take a while to write
+    sent = connection_->call(std::move(frame), std::move(sink), deadline_after(timeout));
+  } else {
+    // Like Nagle's algorithm: with nothing in flight the request leaves at once (a lone future is
+    // as quick as a sync call); while earlier calls are in flight it joins the next flush, so a
+    // burst of futures leaves in a few writes instead of one system call each. A small send never
+    // blocks, so the GIL stays held: releasing it per call would hand it to the io thread
+    // completing earlier futures, and a burst would cost a thread switch per call. (No io thread
+    // takes the GIL while holding a core lock, so this cannot deadlock.)
+    rpc::Connection::DeferFlush defer(connection_->pending_calls() > 0 ? connection_.get() : nullptr);
     sent = connection_->call(std::move(frame), std::move(sink), deadline_after(timeout));
   }
   if (!sent) throw_error(sent.error());

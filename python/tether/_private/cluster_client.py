@@ -35,6 +35,29 @@ def _map_shared(name: str, size: int) -> memoryview:
     return memoryview(mapping)
 
 
+class _Blocking:
+    def __init__(self, client):
+        self._client = client
+
+    def __enter__(self):
+        self._client.channel.call_oneway("node", "blocked", (), None, _MSGPACK)
+
+    def __exit__(self, *exc):
+        if not self._client.closed:
+            self._client.channel.call_oneway("node", "unblocked", (), None, _MSGPACK)
+
+
+class _NotBlocking:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return None
+
+
+_NOT_BLOCKING = _NotBlocking()
+
+
 class ClusterClient:
     """The calls a program makes to its node, with the local bookkeeping of ObjectRefs."""
 
@@ -46,12 +69,14 @@ class ClusterClient:
         self._answers: dict[bytes, object] = {}   # id -> (future of the call producing it, index)
         self._functions: set[bytes] = set()
         self.closed = False
+        self.is_worker = False
 
     def hello(self, kind: str = "driver", worker_id: int = 0, runner=None) -> None:
         """Introduces this process to the node. A worker's node may send it tasks at once, so the
         process must be ready to run them before calling this."""
         args = ("driver", os.getpid()) if kind == "driver" else \
             ("worker", os.getpid(), worker_id, self.channel.export(runner, {"run"}))
+        self.is_worker = kind == "worker"
         info = self.call("hello", *args)
         self.node_id = info["node_id"]
         self.client_number = info["client"]
@@ -133,15 +158,16 @@ class ClusterClient:
             self.call("seal", object_id, contained)
         return object_id
 
-    def store_value(self, object_id: bytes, value) -> tuple[dict, list]:
-        """A task's return as the worker reports it: inline, or written into shared memory."""
+    def store_value(self, object_id: bytes, value) -> tuple[dict, object]:
+        """A task's return as the worker reports it (inline, or written into shared memory), and its
+        serialized form, whose `refs` the worker keeps until the node has the answer."""
         serialized = serialize(value)
         if serialized.size < INLINE_LIMIT:
-            return {"inline": serialized.to_bytes()}, serialized.contained
+            return {"inline": serialized.to_bytes()}, serialized
         name = self.call("create", object_id, serialized.size, False)
         self._write_shared(name, serialized)
         self.call("seal", object_id, serialized.contained, False)
-        return {"shm": [name, serialized.size]}, serialized.contained
+        return {"shm": [name, serialized.size]}, serialized
 
     @staticmethod
     def _write_shared(name: str, serialized) -> None:
@@ -156,6 +182,14 @@ class ClusterClient:
 
     def get_entries(self, ids: list[bytes], timeout: float | None) -> list[dict]:
         """The node's answer for each id: our own tasks' answers where we have them, else node.get."""
+        with self.blocking():
+            return self._get_entries(ids, timeout)
+
+    def blocking(self):
+        """Around a wait in a worker's task: the node lends the task's resources meanwhile."""
+        return _Blocking(self) if self.is_worker else _NOT_BLOCKING
+
+    def _get_entries(self, ids: list[bytes], timeout: float | None) -> list[dict]:
         deadline = None if timeout is None else time.monotonic() + timeout
         entries: list = [None] * len(ids)
         missing = []

@@ -15,7 +15,9 @@ def client_runtime():
     global _runtime
     with _lock:
         if _runtime is None:
-            _runtime = _core.ClientRuntime(int(os.environ.get("TETHER_CALLBACK_THREADS", "2")))
+            # A cluster worker mainly serves its node: its tasks run on the io thread that read them.
+            serving = os.environ.get("TETHER_WORKER_ID") is not None
+            _runtime = _core.ClientRuntime(int(os.environ.get("TETHER_CALLBACK_THREADS", "2")), serving)
         return _runtime
 
 

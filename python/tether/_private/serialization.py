@@ -29,12 +29,13 @@ def _aligned(n: int) -> int:
 class Serialized:
     """One value ready to travel: `size` bytes once laid out; `contained` the ObjectRef ids inside."""
 
-    __slots__ = ("pickled", "buffers", "contained", "size", "_offsets")
+    __slots__ = ("pickled", "buffers", "contained", "refs", "size", "_offsets")
 
-    def __init__(self, pickled: bytes, buffers: list, contained: list):
+    def __init__(self, pickled: bytes, buffers: list, refs: list):
         self.pickled = pickled
         self.buffers = [b.raw() for b in buffers]
-        self.contained = contained
+        self.refs = refs  # the ObjectRefs met: whoever sends this keeps them until the node has it
+        self.contained = [ref.binary() for ref in refs]
         offset = _HEADER.size + _ENTRY.size * len(self.buffers) + len(pickled)
         self._offsets = []
         for buffer in self.buffers:
@@ -71,11 +72,11 @@ def serialize(value) -> Serialized:
         _context.contained = previous
 
 
-def note_contained(object_id: bytes) -> None:
+def note_contained(ref) -> None:
     """Called by ObjectRef.__reduce__: the value being serialized refers to this object."""
     contained = getattr(_context, "contained", None)
     if contained is not None:
-        contained.append(object_id)
+        contained.append(ref)
 
 
 def deserialize(data) -> object:

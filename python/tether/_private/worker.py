@@ -5,6 +5,7 @@ TETHER_WORKER_ID; it says hello with the object the daemon calls ("run"), and ex
 connection to the daemon closes."""
 from __future__ import annotations
 
+import collections
 import inspect
 import os
 import sys
@@ -12,6 +13,7 @@ import threading
 import time
 import traceback
 
+from .. import errors
 from . import cluster_state
 from .serialization import deserialize, serialize
 
@@ -23,9 +25,14 @@ class Runner:
         self._functions: dict[bytes, object] = {}
         self._actor = None
         self.ready = threading.Event()  # set once hello returned: the client can make ids
+        # ObjectRefs inside recent results: dropping them at once would release them, and that
+        # message could reach the node before the answer that tells it the results contain them.
+        # Answers of the runs before the last many (async methods overlap) have surely arrived.
+        self._sent_refs: collections.deque = collections.deque(maxlen=64)
 
     def run(self, task: dict):
         self.ready.wait()
+        self._sent_refs.append([])
         kind = task["kind"]
         returns = task["returns"]
         try:
@@ -91,20 +98,28 @@ class Runner:
         values, contained = [], []
         for object_id, value in zip(returns, results):
             try:
-                entry, inner = client.store_value(object_id, value)
+                entry, serialized = client.store_value(object_id, value)
             except BaseException as exc:  # unpicklable result, or the store is full
                 return self._failed(exc, task, returns)
             values.append(entry)
-            contained += inner
+            contained += serialized.contained
+            self._sent_refs.append(serialized.refs)
         return {"values": values, "contained": contained}
 
     @staticmethod
     def _failed(exc, task, returns):
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        name = task["name"]
+        if isinstance(exc, errors.TaskError) and exc.cause is not None:
+            # Another task's error passed on (a failed dependency, or a get inside this task): it
+            # travels as the original exception, so the caller's error is still an instance of its
+            # type (a TaskError of a TaskError cannot be: their MRO conflicts).
+            text = f"{exc.remote_traceback}\n(passed on by {name}:)\n{text}"
+            exc, name = exc.cause, exc.task_name
         try:
-            blob = serialize((exc, text, task["name"])).to_bytes()
+            blob = serialize((exc, text, name)).to_bytes()
         except Exception:  # an exception that cannot be pickled travels as its text
-            blob = serialize((RuntimeError(f"{type(exc).__name__}: {exc}"), text, task["name"])).to_bytes()
+            blob = serialize((RuntimeError(f"{type(exc).__name__}: {exc}"), text, name)).to_bytes()
         entry = {"error": blob, "text": f"{type(exc).__name__}: {exc}"}
         return {"values": [entry] * max(len(returns), 1), "contained": []}
 
