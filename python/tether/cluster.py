@@ -96,7 +96,10 @@ def is_initialized() -> bool:
 
 def cluster_address() -> str:
     """The "host:port" other processes pass to tether.init(address=...) to join this cluster."""
-    return cluster_state.info()["address"]
+    address = cluster_state.info().get("address")
+    if address is None:
+        raise RuntimeError("this process did not start or join a cluster with tether.init()")
+    return address
 
 
 def cluster_resources() -> dict:
@@ -140,7 +143,7 @@ def wait(refs, *, num_returns: int = 1, timeout: float | None = None, fetch_loca
     with client.blocking():
         ready_indices = set(client.call("wait", [r._id for r in refs], num_returns, timeout,
                                         timeout=None if timeout is None else timeout + 30))
-    ready = [r for i, r in enumerate(refs) if i in ready_indices][:max(num_returns, 0) or len(ready_indices)]
+    ready = [r for i, r in enumerate(refs) if i in ready_indices][:num_returns]
     chosen = {id(r) for r in ready}
     return ready, [r for r in refs if id(r) not in chosen]
 

@@ -130,11 +130,7 @@ void Node::hello(Call&& call) {
   wire::pack_str(p, "store_prefix");
   wire::pack_str(p, "/tether-" + options_.session + "-");
   wire::pack_str(p, "resources");
-  p.pack_map(static_cast<std::uint32_t>(options_.resources.size()));
-  for (const auto& [name, amount] : options_.resources) {
-    wire::pack_str(p, name);
-    p.pack_double(amount);
-  }
+  reply.pack_resources(options_.resources);
   auto worker_id = client->worker_id;
   clients_[client->connection_id] = std::move(client);
   call.reply(std::move(reply));
@@ -170,7 +166,10 @@ void Node::create(Call&& call) {
   bool hold = !hold_arg || hold_arg->type != msgpack::type::BOOLEAN || hold_arg->via.boolean;
   if (objects_.is_ready(*id)) return call.fail(ErrorKind::bad_request, "node.create: object " + id->hex() + " exists already");
   auto segment = store_.create(*id, *size, true);
-  if (!segment) return call.fail(segment.error().kind, segment.error().message, "tether.ObjectStoreFullError");
+  if (!segment)
+    return call.fail(segment.error().kind, segment.error().message,
+                     segment.error().kind == ErrorKind::overloaded ? "tether.ObjectStoreFullError" : "");
+  client->unsealed.insert(*id);
   if (hold) {
     objects_.add_pending(*id);
     objects_.hold(*id, client->connection_id);
@@ -191,6 +190,7 @@ void Node::seal(Call&& call) {
   bool ready = !ready_arg || ready_arg->type != msgpack::type::BOOLEAN || ready_arg->via.boolean;
   auto sealed = store_.seal(*id);
   if (!sealed) return call.fail(sealed.error());
+  if (auto* client = client_of(call)) client->unsealed.erase(*id);
   if (ready) {
     auto info = store_.info(*id);
     objects_.set_ready(*id, ObjectValue::in_store(info ? info->size : 0), *contained);
@@ -198,7 +198,7 @@ void Node::seal(Call&& call) {
   call.reply_nil();
 }
 
-// One object as a reply value: {"inline": bytes} | {"shm": name, "size": n} | {"error": bytes} |
+// One object as a reply value: {"inline": bytes} | {"shm": [name, size]} | {"error": bytes} |
 // {"failure": [type, message]}. A store object stays pinned for the reader until it releases it.
 void Node::pack_value(ReplyBuilder& reply, const ObjectId& id, Client* reader) {
   auto& p = reply.packer();
@@ -375,9 +375,9 @@ void Node::status(Call&& call) {
   wire::pack_str(p, "node_id");
   p.pack_uint32(options_.node_id);
   wire::pack_str(p, "resources");
-  p.pack(options_.resources);
+  reply.pack_resources(options_.resources);
   wire::pack_str(p, "available");
-  p.pack(available_);
+  reply.pack_resources(available_);
   wire::pack_str(p, "workers");
   p.pack_array(static_cast<std::uint32_t>(workers_.size()));
   static const char* states[] = {"starting", "idle", "busy", "actor", "dead"};
@@ -432,6 +432,13 @@ void Node::on_connection_closed(rpc::Connection& connection) {
 
 void Node::drop_client(Client& client) {
   for (const auto& id : client.pinned_for_reading) store_.unpin(id);
+  // What it was still writing is lost: nobody can finish it. (A task's return also gets its
+  // task's failure; a put's object gets this one.)
+  for (const auto& id : client.unsealed) {
+    store_.remove(id);
+    if (objects_.contains(id) && !objects_.is_ready(id) && !tasks_producing(id))
+      objects_.set_ready(id, ObjectValue::failure("ObjectLostError", "the process writing object " + id.hex() + " disconnected"), {});
+  }
   objects_.release_client(client.connection_id);
   if (client.worker_id) on_worker_lost(client.worker_id, "its connection closed");
   // Actors a driver created die with it unless detached.

@@ -77,6 +77,8 @@ class Node final : public service::Service {
   Client* client_of(const service::Call& call);
   void pack_value(service::ReplyBuilder& reply, const ObjectId& id, Client* reader);
   void drop_client(Client& client);
+  bool tasks_producing(const ObjectId& id) const;  // a task not finished returns it
+  void discard_stored_returns(const TaskPtr& task);  // store objects a failed attempt left
 
   // tasks, workers, actors (node_tasks.cpp)
   void submit(service::Call&& call);
@@ -131,6 +133,7 @@ class Node final : public service::Service {
   std::map<ObjectId, std::unique_ptr<Actor>> actors_;
   std::map<std::string, ObjectId> named_actors_;
   std::size_t starting_task_workers_ = 0;
+  std::size_t failed_worker_starts_ = 0;  // in a row: after a few, waiting tasks fail instead
 };
 
 }  // namespace tether::cluster

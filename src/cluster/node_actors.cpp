@@ -34,9 +34,16 @@ void Node::create_actor(Call&& call) {
   if (actors_.count(actor->id)) return call.fail(ErrorKind::bad_request, "node.create_actor: actor id " + actor->id.hex() + " is in use");
   if (!actor->name.empty() && named_actors_.count(actor->name))
     return call.fail(ErrorKind::failed, "an actor named '" + actor->name + "' exists already", "builtins.ValueError");
-  if (!fits_node(task->resources))
-    return call.fail(ErrorKind::failed, "actor " + actor->class_name + " needs resources this node does not have", "tether.ResourceUnavailableError");
   task->kind = Task::Kind::actor_create;
+  if (!fits_node(task->resources)) {
+    // Kept as a dead actor, so its calls say why (the creator usually does not wait for this answer).
+    std::string why = "it needs " + describe_resources(task->resources) + " and this node has " + describe_resources(options_.resources);
+    call.fail(ErrorKind::failed, "actor " + actor->class_name + ": " + why, "tether.ResourceUnavailableError");
+    actor->state = Actor::State::dead;
+    actor->death_reason = why;
+    actors_[actor->id] = std::move(actor);
+    return;
+  }
   task->actor = actor->id;
   task->caller.emplace(std::move(call));
   actor->creation = task;

@@ -18,6 +18,7 @@ struct Node::Client {
   int pid = 0;
   std::uint64_t worker_id = 0;
   std::unordered_set<ObjectId> pinned_for_reading;  // store objects this client was given to map
+  std::unordered_set<ObjectId> unsealed;            // store objects it created and has not sealed
 };
 
 struct Node::Worker {
@@ -85,5 +86,6 @@ struct Node::Actor {
 Result<ObjectId> id_of(service::Call& call, const msgpack::object* value, std::string_view what);
 Result<std::vector<ObjectId>> ids_of(service::Call& call, const msgpack::object* value, std::string_view what);
 void pack_id(wire::Packer& packer, const ObjectId& id);
+std::string describe_resources(const Resources& resources);  // "{CPU: 2.00, gpu: 1.00}"
 
 }  // namespace tether::cluster

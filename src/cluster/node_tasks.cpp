@@ -33,7 +33,9 @@ Result<Resources> resources_of(const msgpack::object* value, std::string_view wh
   return resources;
 }
 
-std::string describe(const Resources& resources) {
+}  // namespace
+
+std::string describe_resources(const Resources& resources) {
   std::string text = "{";
   for (const auto& [name, amount] : resources) {
     if (text.size() > 1) text += ", ";
@@ -41,6 +43,8 @@ std::string describe(const Resources& resources) {
   }
   return text + "}";
 }
+
+namespace {
 
 // Delivers a worker's answer to one task back to the node, on the io thread.
 class TaskReplySink final : public rpc::ReplySink {
@@ -135,8 +139,8 @@ void Node::submit(Call&& call) {
   (*task)->caller.emplace(std::move(call));
   if (!fits_node((*task)->resources)) {
     when_dependencies_ready(*task, [] {});
-    return fail_task(*task, {"ResourceUnavailableError", "task " + (*task)->name + " needs " + describe((*task)->resources) +
-                                                             " but this node has " + describe(options_.resources)});
+    return fail_task(*task, {"ResourceUnavailableError", "task " + (*task)->name + " needs " + describe_resources((*task)->resources) +
+                                                             " but this node has " + describe_resources(options_.resources)});
   }
   when_dependencies_ready(*task, [this, task = *task] {
     if (task->finished) return;
@@ -256,6 +260,7 @@ void Node::on_worker_registered(Worker& worker) {
     return start_actor(*actors_.at(*worker.actor));
   }
   if (starting_task_workers_ > 0) --starting_task_workers_;
+  failed_worker_starts_ = 0;
   worker.state = Worker::State::idle;
   worker.idle_since = Clock::now();
   schedule();
@@ -428,16 +433,29 @@ void Node::finish_task(const TaskPtr& task, const std::vector<ObjectValue>& valu
   for (std::size_t i = 0; i < task->returns.size(); ++i) {
     auto value = i < values.size() ? values[i] : ObjectValue::failure("WorkerError", task->name + " returned fewer values than num_returns");
     objects_.pin(task->returns[i]);
-    objects_.set_ready(task->returns[i], std::move(value), i == 0 ? contained : std::vector<ObjectId>{});
+    objects_.set_ready(task->returns[i], std::move(value), contained);  // each return keeps them
   }
   answer_caller(task);
   for (const auto& r : task->returns) objects_.unpin(r);
   release_arguments(task);
 }
 
+bool Node::tasks_producing(const ObjectId& id) const {
+  for (const auto& [task_id, task] : tasks_)
+    for (const auto& r : task->returns)
+      if (r == id) return true;
+  return false;
+}
+
+void Node::discard_stored_returns(const TaskPtr& task) {
+  for (const auto& r : task->returns)
+    if (!objects_.is_ready(r)) store_.remove(r);
+}
+
 void Node::fail_task(const TaskPtr& task, const Failure& failure) {
   if (task->finished) return;
   task->finished = true;
+  discard_stored_returns(task);
   for (const auto& r : task->returns) {
     objects_.pin(r);
     objects_.set_ready(r, ObjectValue::failure(failure.type, failure.message), {});
@@ -463,14 +481,31 @@ void Node::on_worker_lost(std::uint64_t worker_id, const std::string& why) {
   if (it == workers_.end()) return;
   auto worker = std::move(it->second);
   workers_.erase(it);
-  if (worker->state == Worker::State::starting && !worker->actor && starting_task_workers_ > 0) --starting_task_workers_;
+  if (worker->state == Worker::State::starting && !worker->actor) {
+    if (starting_task_workers_ > 0) --starting_task_workers_;
+    // A worker that dies before it says hello would die again: after a few in a row, the tasks
+    // waiting for one fail with the reason instead of waiting for ever.
+    if (++failed_worker_starts_ >= 3) {
+      failed_worker_starts_ = 0;
+      auto waiting = std::move(ready_);
+      ready_.clear();
+      for (auto& task : waiting)
+        if (task->kind == Task::Kind::function)
+          fail_task(task, {"WorkerError", "worker processes cannot start (the last one " + why + "); see the daemon's output"});
+        else
+          ready_.push_back(task);
+    }
+  }
   if (worker->connection) worker->connection->close("the worker is being replaced");
   processes_.signal(worker->pid, SIGKILL);  // a worker that lost its connection is not reused
   give_back(worker->held);
   if (auto task = worker->task) {
     std::string what = "the worker (pid " + std::to_string(worker->pid) + ") running " + task->name + " died: " + why;
     if (task->cancelled) fail_task(task, {"TaskCancelledError", "task " + task->name + " was cancelled"});
-    else if (task->attempts <= task->max_retries) ready_.push_front(task);
+    else if (task->attempts <= task->max_retries) {
+      discard_stored_returns(task);
+      ready_.push_front(task);
+    }
     else fail_task(task, {"WorkerCrashedError", what + (task->max_retries ? " (after " + std::to_string(task->max_retries) + " retries)" : "")});
   }
   if (worker->actor) {

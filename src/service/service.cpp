@@ -43,6 +43,21 @@ void ReplyBuilder::pack_bytes(std::span<const std::byte> bytes, std::shared_ptr<
   frame_.segments.push_back({bytes, std::const_pointer_cast<void>(std::move(keepalive))});
 }
 
+void ReplyBuilder::pack_float64(double value) {
+  std::uint64_t bits;
+  std::memcpy(&bits, &value, sizeof bits);
+  frame_.payload.push_back(std::byte{0xcb});
+  for (int shift = 56; shift >= 0; shift -= 8) frame_.payload.push_back(static_cast<std::byte>((bits >> shift) & 0xff));
+}
+
+void ReplyBuilder::pack_resources(const std::map<std::string, double>& resources) {
+  packer_.pack_map(static_cast<std::uint32_t>(resources.size()));
+  for (const auto& [name, amount] : resources) {
+    wire::pack_str(packer_, name);
+    pack_float64(amount);
+  }
+}
+
 wire::OutFrame ReplyBuilder::take(std::uint64_t request_id) {
   frame_.header.type = wire::MessageType::reply;
   frame_.header.request_id = request_id;

@@ -27,6 +27,10 @@ class ReplyBuilder {
   // Packs bytes as bin, or from 64 KiB on as an ext 5 segment that points at `bytes` (kept alive
   // by `keepalive` until written) instead of copying them.
   void pack_bytes(std::span<const std::byte> bytes, std::shared_ptr<const void> keepalive = nullptr);
+  // A float64 even when the value is integral (msgpack-cxx would pack 2.0 as the int 2; the
+  // protocol says floats travel as float64, so the peer gets a float).
+  void pack_float64(double value);
+  void pack_resources(const std::map<std::string, double>& resources);
   wire::OutFrame take(std::uint64_t request_id);
   // The same body as a REQUEST to `object`.`method` (for calls a service makes to its peers).
   wire::OutFrame take_request(const std::string& object, const std::string& method);

@@ -99,7 +99,7 @@ def connect_worker(uri: str, secret: bytes, worker_id: int, runner) -> ClusterCl
 def stop() -> None:
     global _client, _daemon, _info
     with _lock:
-        current, daemon = _client, _daemon
+        current, daemon, started = _client, _daemon, _info
         _client, _daemon, _info = None, None, {}
         _task_of.clear()
         if current is not None:
@@ -119,6 +119,7 @@ def stop() -> None:
             except subprocess.TimeoutExpired:
                 daemon.kill()
                 daemon.wait()
+            launcher.remove_leftovers(started)
 
 
 atexit.register(stop)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -139,3 +140,25 @@ def forget_record() -> None:
         record_path().unlink()
     except OSError:
         pass
+
+
+def remove_leftovers(info: dict) -> None:
+    """After our daemon ended: what a daemon that was killed could not clean up (its shared-memory
+    segments and session directory). A daemon that stopped normally left nothing to find."""
+    session = info.get("session")
+    if not session:
+        return
+    prefix = f"tether-{session}-"
+    try:
+        names = os.listdir("/dev/shm")
+    except OSError:
+        names = []
+    for name in names:
+        if name.startswith(prefix):
+            try:
+                os.unlink(os.path.join("/dev/shm", name))
+            except OSError:
+                pass
+    session_dir = info.get("session_dir")
+    if session_dir and Path(session_dir).name == f"tether-{session}":
+        shutil.rmtree(session_dir, ignore_errors=True)
