@@ -91,6 +91,7 @@ class Node final : public service::Service {
   void cancel(service::Call&& call);
   Result<TaskPtr> parse_task(service::Call& call, Client& submitter, bool actor_method);
   void when_dependencies_ready(const TaskPtr& task, std::function<void()> next);
+  void enqueue(const TaskPtr& task, bool front = false);
   void schedule();
   bool fits(const Resources& wanted) const;
   bool fits_node(const Resources& wanted) const;  // could ever fit, once everything is free
@@ -128,7 +129,9 @@ class Node final : public service::Service {
   std::uint32_t next_client_number_ = 1;
   std::unordered_map<std::string, std::shared_ptr<const std::vector<std::byte>>> functions_;
   Resources available_;
-  std::deque<TaskPtr> ready_;                                // tasks whose dependencies are ready
+  // Tasks whose dependencies are ready, waiting for resources and a worker.
+  std::map<Resources, std::deque<TaskPtr>> ready_by_shape_;
+  std::deque<TaskPtr> ready_actors_;  // actor creations: they need resources, not an idle worker
   std::unordered_map<ObjectId, TaskPtr> tasks_;              // every task not finished, by id
   std::map<ObjectId, std::unique_ptr<Actor>> actors_;
   std::map<std::string, ObjectId> named_actors_;

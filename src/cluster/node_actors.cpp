@@ -52,7 +52,7 @@ void Node::create_actor(Call&& call) {
   actors_[actor->id] = std::move(actor);
   when_dependencies_ready(task, [this, task, &record] {
     if (record.state == Actor::State::dead) return;
-    ready_.push_back(task);
+    enqueue(task);
     schedule();
   });
 }
@@ -139,7 +139,7 @@ void Node::actor_died(Actor& actor, const std::string& why) {
   if (!actor.killed && actor.restarts < actor.max_restarts && actor.state != Actor::State::dead) {
     ++actor.restarts;
     actor.state = Actor::State::restarting;
-    ready_.push_back(actor.creation);  // the constructor runs again in a new worker
+    enqueue(actor.creation);  // the constructor runs again in a new worker
     return schedule();
   }
   actor.state = Actor::State::dead;

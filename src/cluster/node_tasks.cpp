@@ -144,7 +144,7 @@ void Node::submit(Call&& call) {
   }
   when_dependencies_ready(*task, [this, task = *task] {
     if (task->finished) return;
-    ready_.push_back(task);
+    enqueue(task);
     schedule();
   });
 }
@@ -179,45 +179,58 @@ void Node::give_back(Resources& held) {
 
 // ---- scheduling ----
 
+void Node::enqueue(const TaskPtr& task, bool front) {
+  if (task->kind == Task::Kind::actor_create) {
+    ready_actors_.push_back(task);
+    return;
+  }
+  auto& queue = ready_by_shape_[task->resources];
+  if (front) queue.push_front(task);
+  else queue.push_back(task);
+}
+
+// Runs what can run now. Tasks wait in one FIFO queue per resource shape, so a pass costs the
+// number of shapes plus the tasks it starts, not the length of the backlog.
 void Node::schedule() {
-  std::size_t idle = 0;
-  for (const auto& [id, worker] : workers_)
-    if (worker->state == Worker::State::idle) ++idle;
-  std::size_t waiting_for_worker = 0;
-  for (auto it = ready_.begin(); it != ready_.end();) {
+  for (auto it = ready_actors_.begin(); it != ready_actors_.end();) {
     const auto task = *it;
     if (task->finished) {
-      it = ready_.erase(it);
-      continue;
-    }
-    if (!fits(task->resources)) {
-      ++it;  // a smaller task behind it may fit
-      continue;
-    }
-    if (task->kind == Task::Kind::actor_create) {
+      it = ready_actors_.erase(it);
+    } else if (fits(task->resources)) {
       auto& actor = *actors_.at(task->actor);
       take(task->resources, actor.held);
-      it = ready_.erase(it);
+      it = ready_actors_.erase(it);
       start_worker(actor.id);
-      continue;
+    } else {
+      ++it;
     }
-    Worker* free_worker = nullptr;
-    for (auto& [id, worker] : workers_)
-      if (worker->state == Worker::State::idle) {
-        free_worker = worker.get();
+  }
+  std::vector<Worker*> idle;
+  for (auto& [id, worker] : workers_)
+    if (worker->state == Worker::State::idle) idle.push_back(worker.get());
+  std::size_t waiting_for_worker = 0;
+  for (auto shape = ready_by_shape_.begin(); shape != ready_by_shape_.end();) {
+    auto& queue = shape->second;
+    while (!queue.empty()) {
+      auto task = queue.front();
+      if (task->finished) {
+        queue.pop_front();
+        continue;
+      }
+      if (!fits(shape->first)) break;
+      if (idle.empty()) {
+        waiting_for_worker += queue.size();
         break;
       }
-    if (!free_worker) {
-      ++waiting_for_worker;
-      ++it;
-      continue;
+      queue.pop_front();
+      Worker* worker = idle.back();
+      idle.pop_back();
+      take(task->resources, worker->held);
+      worker->state = Worker::State::busy;
+      worker->task = task;
+      run_on(*worker, task);
     }
-    --idle;
-    take(task->resources, free_worker->held);
-    free_worker->state = Worker::State::busy;
-    free_worker->task = task;
-    it = ready_.erase(it);
-    run_on(*free_worker, task);
+    shape = queue.empty() ? ready_by_shape_.erase(shape) : std::next(shape);
   }
   std::size_t task_workers = 0;
   for (const auto& [id, worker] : workers_)
@@ -487,13 +500,11 @@ void Node::on_worker_lost(std::uint64_t worker_id, const std::string& why) {
     // waiting for one fail with the reason instead of waiting for ever.
     if (++failed_worker_starts_ >= 3) {
       failed_worker_starts_ = 0;
-      auto waiting = std::move(ready_);
-      ready_.clear();
-      for (auto& task : waiting)
-        if (task->kind == Task::Kind::function)
+      auto waiting = std::move(ready_by_shape_);
+      ready_by_shape_.clear();
+      for (auto& [shape, queue] : waiting)
+        for (auto& task : queue)
           fail_task(task, {"WorkerError", "worker processes cannot start (the last one " + why + "); see the daemon's output"});
-        else
-          ready_.push_back(task);
     }
   }
   if (worker->connection) worker->connection->close("the worker is being replaced");
@@ -504,7 +515,7 @@ void Node::on_worker_lost(std::uint64_t worker_id, const std::string& why) {
     if (task->cancelled) fail_task(task, {"TaskCancelledError", "task " + task->name + " was cancelled"});
     else if (task->attempts <= task->max_retries) {
       discard_stored_returns(task);
-      ready_.push_front(task);
+      enqueue(task, true);
     }
     else fail_task(task, {"WorkerCrashedError", what + (task->max_retries ? " (after " + std::to_string(task->max_retries) + " retries)" : "")});
   }
