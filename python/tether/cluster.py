@@ -127,7 +127,7 @@ def get(refs, *, timeout: float | None = None):
         raise ValueError("timeout must be non-negative or None")
     client = cluster_state.client()
     entries = client.get_entries([r._id for r in refs], timeout)
-    return [client.value_of(entry) for entry in entries]
+    return [client.value_of(entry, r._id) for entry, r in zip(entries, refs)]
 
 
 def wait(refs, *, num_returns: int = 1, timeout: float | None = None, fetch_local: bool = True):

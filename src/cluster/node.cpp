@@ -72,6 +72,7 @@ void Node::add_methods() {
   add_method("wait", bind(&Node::wait));
   add_method("retain", bind(&Node::retain), true);
   add_method("release", bind(&Node::release), true);
+  add_method("unmapped", bind(&Node::unmapped), true);
   add_method("register_function", bind(&Node::register_function), true);
   add_method("get_function", bind(&Node::get_function));
   add_method("status", bind(&Node::status));
@@ -229,13 +230,10 @@ void Node::pack_value(ReplyBuilder& reply, const ObjectId& id, Client* reader) {
     case ObjectValue::Kind::shared_memory:
       break;
   }
-  Result<store::SegmentInfo> segment = Error{};
-  if (reader && !reader->pinned_for_reading.count(id)) {
-    segment = store_.open_and_pin(id);
-    if (segment) reader->pinned_for_reading.insert(id);
-  } else {
-    segment = store_.open(id);
-  }
+  // For a reader (node.get) the object stays in memory until the reader says it unmapped it;
+  // other answers are not pinned, and a reader that finds the segment gone asks node.get.
+  auto segment = reader ? store_.open_and_pin(id) : store_.open(id);
+  if (segment && reader) ++reader->pinned_for_reading[id];
   if (!segment) {
     wire::pack_str(p, "failure");
     p.pack_array(2);
@@ -244,9 +242,10 @@ void Node::pack_value(ReplyBuilder& reply, const ObjectId& id, Client* reader) {
     return;
   }
   wire::pack_str(p, "shm");
-  p.pack_array(2);
+  p.pack_array(3);
   wire::pack_str(p, segment->shm_name);
   p.pack_uint64(segment->size);
+  p.pack(reader != nullptr);  // pinned for the reader: it sends unmapped when done
 }
 
 // get(ids, timeout=None) -> [value, ...] once all are ready, or {"timeout": True}.
@@ -340,8 +339,20 @@ void Node::release(Call&& call) {
   auto ids = ids_of(call, call.param(0, "ids"), "node.release: argument 'ids'");
   if (!client || !ids) return;
   for (const auto& id : *ids) {
-    if (client->pinned_for_reading.erase(id)) store_.unpin(id);
     objects_.release(id, client->connection_id);
+  }
+}
+
+// unmapped(ids), oneway: the client dropped its mapping of objects node.get gave it.
+void Node::unmapped(Call&& call) {
+  auto* client = client_of(call);
+  auto ids = ids_of(call, call.param(0, "ids"), "node.unmapped: argument 'ids'");
+  if (!client || !ids) return;
+  for (const auto& id : *ids) {
+    auto it = client->pinned_for_reading.find(id);
+    if (it == client->pinned_for_reading.end()) continue;
+    store_.unpin(id);
+    if (--it->second == 0) client->pinned_for_reading.erase(it);
   }
 }
 
@@ -431,7 +442,8 @@ void Node::on_connection_closed(rpc::Connection& connection) {
 }
 
 void Node::drop_client(Client& client) {
-  for (const auto& id : client.pinned_for_reading) store_.unpin(id);
+  for (const auto& [id, count] : client.pinned_for_reading)
+    for (std::uint32_t i = 0; i < count; ++i) store_.unpin(id);
   // What it was still writing is lost: nobody can finish it. (A task's return also gets its
   // task's failure; a put's object gets this one.)
   for (const auto& id : client.unsealed) {

@@ -70,6 +70,7 @@ class Node final : public service::Service {
   void wait(service::Call&& call);
   void retain(service::Call&& call);
   void release(service::Call&& call);
+  void unmapped(service::Call&& call);
   void register_function(service::Call&& call);
   void get_function(service::Call&& call);
   void status(service::Call&& call);

@@ -17,7 +17,8 @@ struct Node::Client {
   std::uint32_t number = 0;  // the middle 4 bytes of the ids this client makes
   int pid = 0;
   std::uint64_t worker_id = 0;
-  std::unordered_set<ObjectId> pinned_for_reading;  // store objects this client was given to map
+  // Store objects node.get gave it to map, pinned until it says it unmapped them (counted).
+  std::unordered_map<ObjectId, std::uint32_t> pinned_for_reading;
   std::unordered_set<ObjectId> unsealed;            // store objects it created and has not sealed
 };
 

@@ -419,10 +419,9 @@ bool Node::read_task_result(const msgpack::object_map& map, const TaskPtr& task,
 
 void Node::answer_caller(const TaskPtr& task) {
   if (!task->caller) return;
-  auto* reader = clients_.count(task->submitter) ? clients_.at(task->submitter).get() : nullptr;
   ReplyBuilder reply;
   reply.packer().pack_array(static_cast<std::uint32_t>(task->returns.size()));
-  for (const auto& r : task->returns) pack_value(reply, r, reader);
+  for (const auto& r : task->returns) pack_value(reply, r, nullptr);
   task->caller->reply(std::move(reply));
   task->caller.reset();
 }

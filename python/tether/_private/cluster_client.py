@@ -9,6 +9,7 @@ import os
 import struct
 import threading
 import time
+import weakref
 
 from .. import errors
 from .runtime import client_runtime
@@ -25,14 +26,14 @@ def _failure(kind: str, message: str) -> BaseException:
     return cls(message)
 
 
-def _map_shared(name: str, size: int) -> memoryview:
-    """A read-only view of an object in the node's shared memory; the mapping lives as long as it."""
+def _map_shared(name: str, size: int):
+    """A read-only mapping of an object in the node's shared memory (FileNotFoundError if the
+    store has spilled it meanwhile)."""
     fd = os.open("/dev/shm/" + name.lstrip("/"), os.O_RDONLY)
     try:
-        mapping = mmap.mmap(fd, size, prot=mmap.PROT_READ)
+        return mmap.mmap(fd, size, prot=mmap.PROT_READ)
     finally:
         os.close(fd)
-    return memoryview(mapping)
 
 
 class _Blocking:
@@ -214,16 +215,41 @@ class ClusterClient:
                 entries[i] = entry
         return entries
 
-    @staticmethod
-    def value_of(entry: dict):
-        """Turns one answer into the value, or raises what the task raised or the node reported."""
+    def value_of(self, entry: dict, object_id: bytes | None = None):
+        """Turns one answer into the value, or raises what the task raised or the node reported.
+        A store object is mapped read-only; its arrays are views of that mapping, not copies."""
         if "inline" in entry:
             return deserialize(entry["inline"])
         if "shm" in entry:
-            name, size = entry["shm"]
-            return deserialize(_map_shared(name, size))
+            return deserialize(self._mapping(entry["shm"], object_id))
         if "error" in entry:
             cause, traceback_text, task_name = deserialize(entry["error"])
             raise errors.as_instance_of_cause(cause, traceback_text, task_name)
         kind, message = entry["failure"]
         raise _failure(kind, message)
+
+    def _mapping(self, shm, object_id):
+        name, size, pinned = shm
+        try:
+            mapping = _map_shared(name, size)
+        except FileNotFoundError:
+            if pinned or object_id is None:
+                raise errors.ObjectLostError(f"object {name} vanished from the store") from None
+            # Spilled since the answer came: node.get brings it back and keeps it while mapped.
+            entry = self.call("get", [object_id], None)[0]
+            return self.value_of_mapping(entry, object_id)
+        if pinned:
+            weakref.finalize(mapping, self._unmapped, object_id)
+        return memoryview(mapping)
+
+    def value_of_mapping(self, entry, object_id):
+        if "shm" not in entry:
+            raise errors.ObjectLostError(f"object {object_id.hex()} could not be read back")
+        return self._mapping(entry["shm"], object_id)
+
+    def _unmapped(self, object_id) -> None:
+        if object_id is not None and not self.closed:
+            try:
+                self.channel.call_oneway("node", "unmapped", ([object_id],), None, _MSGPACK)
+            except errors.TetherError:
+                pass  # the node is gone, and with it the pin

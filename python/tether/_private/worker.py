@@ -5,7 +5,6 @@ TETHER_WORKER_ID; it says hello with the object the daemon calls ("run"), and ex
 connection to the daemon closes."""
 from __future__ import annotations
 
-import collections
 import inspect
 import os
 import sys
@@ -18,6 +17,18 @@ from . import cluster_state
 from .serialization import deserialize, serialize
 
 
+class _Answer(dict):
+    """A task's answer, which also keeps the ObjectRefs inside its results alive. The engine drops
+    it only after sending it, so the release of those refs follows the answer that pins them on
+    the same connection, and cannot reach the node first."""
+
+    __slots__ = ("refs",)
+
+    def __init__(self, values, contained, refs):
+        super().__init__(values=values, contained=contained)
+        self.refs = refs
+
+
 class Runner:
     """The object the daemon calls: run(task) -> {"values": [...], "contained": [...]}."""
 
@@ -25,14 +36,9 @@ class Runner:
         self._functions: dict[bytes, object] = {}
         self._actor = None
         self.ready = threading.Event()  # set once hello returned: the client can make ids
-        # ObjectRefs inside recent results: dropping them at once would release them, and that
-        # message could reach the node before the answer that tells it the results contain them.
-        # Answers of the runs before the last many (async methods overlap) have surely arrived.
-        self._sent_refs: collections.deque = collections.deque(maxlen=64)
 
     def run(self, task: dict):
         self.ready.wait()
-        self._sent_refs.append([])
         kind = task["kind"]
         returns = task["returns"]
         try:
@@ -95,7 +101,7 @@ class Runner:
                                    f"but returned {type(result).__name__}")
                 return self._failed(error, task, returns)
         client = cluster_state.client()
-        values, contained = [], []
+        values, contained, refs = [], [], []
         for object_id, value in zip(returns, results):
             try:
                 entry, serialized = client.store_value(object_id, value)
@@ -103,8 +109,8 @@ class Runner:
                 return self._failed(exc, task, returns)
             values.append(entry)
             contained += serialized.contained
-            self._sent_refs.append(serialized.refs)
-        return {"values": values, "contained": contained}
+            refs += serialized.refs
+        return _Answer(values, contained, refs)
 
     @staticmethod
     def _failed(exc, task, returns):
