@@ -152,7 +152,7 @@ def cancel(ref: ObjectRef, *, force: bool = False) -> None:
     """Cancels the task producing `ref`: get then raises TaskCancelledError. A running task is
     killed with force=True; otherwise it finishes but its result is replaced by the error."""
     client = cluster_state.client()
-    task_id = cluster_state.task_of(ref._id)
+    task_id = client.task_of(ref._id)
     if task_id is None:
         return
     client.call("cancel", task_id, force)
@@ -206,7 +206,6 @@ def _submit(method: str, spec: dict, args: tuple, kwargs: dict, num_returns: int
     returns = [client.new_id() for _ in range(num_returns)]
     spec.update(args=serialized.to_bytes(), deps=deps, contained=serialized.contained, returns=returns)
     client.submit(method, spec, returns)
-    cluster_state.remember_task(returns, spec["id"])
     return [ObjectRef(r, client, known_to_node=True) for r in returns]
 
 

@@ -67,7 +67,7 @@ class ClusterClient:
         self.uri = uri
         self._lock = threading.Lock()
         self._counts: dict[bytes, int] = {}       # ObjectRefs alive in this process, per id
-        self._answers: dict[bytes, object] = {}   # id -> (future of the call producing it, index)
+        self._answers: dict[bytes, tuple] = {}  # id -> (future of the call producing it, index, task id)
         self._functions: set[bytes] = set()
         self.closed = False
         self.is_worker = False
@@ -139,8 +139,13 @@ class ClusterClient:
         future = self.call_future(method, spec)
         with self._lock:
             for index, object_id in enumerate(returns):
-                self._answers[object_id] = (future, index)
+                self._answers[object_id] = (future, index, spec["id"])
         return future
+
+    def task_of(self, object_id: bytes):
+        """The id of the task this process submitted that returns `object_id` (for cancel)."""
+        answer = self._answers.get(object_id)
+        return answer[2] if answer else None
 
     def answer_future(self, object_id: bytes):
         """The future of the call that produces `object_id`, if this process made it."""
@@ -199,7 +204,7 @@ class ClusterClient:
             if answer is None:
                 missing.append(i)
                 continue
-            future, index = answer
+            future, index, _task = answer
             try:
                 values = future.result(None if deadline is None else max(0.0, deadline - time.monotonic()))
             except TimeoutError:

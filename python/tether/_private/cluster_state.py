@@ -16,7 +16,6 @@ _lock = threading.RLock()
 _client: ClusterClient | None = None
 _daemon: subprocess.Popen | None = None
 _info: dict = {}
-_task_of: dict[bytes, bytes] = {}  # return id -> task id, for tether.cancel
 _dependencies = threading.local()
 
 
@@ -33,15 +32,6 @@ def is_initialized() -> bool:
 
 def info() -> dict:
     return dict(_info)
-
-
-def remember_task(returns, task_id: bytes) -> None:
-    for object_id in returns:
-        _task_of[object_id] = task_id
-
-
-def task_of(object_id: bytes):
-    return _task_of.get(object_id)
 
 
 def set_dependencies(values) -> None:
@@ -101,7 +91,6 @@ def stop() -> None:
     with _lock:
         current, daemon, started = _client, _daemon, _info
         _client, _daemon, _info = None, None, {}
-        _task_of.clear()
         if current is not None:
             if daemon is not None:
                 try:
