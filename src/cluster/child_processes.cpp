@@ -159,6 +159,8 @@ void ChildProcesses::signal(int pid, int signal_number) {
 }
 
 void ChildProcesses::stop_all(std::chrono::milliseconds grace) {
+  std::error_code ignored;
+  sigchld_.cancel(ignored);
   std::vector<int> pids;
   for (auto& [pid, child] : children_)
     if (!child->exited) pids.push_back(pid);

@@ -27,7 +27,8 @@ class ChildProcesses {
   // the daemon (PR_SET_PDEATHSIG), whatever kills the daemon.
   Result<int> spawn(const std::vector<std::string>& argv, const std::vector<std::string>& env, const std::string& label);
   void signal(int pid, int signal_number);
-  // Sends SIGTERM to all, waits up to `grace` for them, then SIGKILLs the rest; blocks.
+  // Sends SIGTERM to all, waits up to `grace` for them, then SIGKILLs the rest; blocks. Stops
+  // watching SIGCHLD too, so the io context can run out of work and end.
   void stop_all(std::chrono::milliseconds grace);
   std::size_t running() const { return children_.size(); }
 

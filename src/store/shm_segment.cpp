@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -31,14 +32,16 @@ struct FileDescriptor {
   }
 };
 
-// tmpfs allocates pages lazily; reserving them now turns "/dev/shm is full" into an error here.
+// tmpfs allocates pages lazily, when the writer first touches them. Checking the free space now
+// turns "/dev/shm is full" into an error here rather than a SIGBUS in the writer. (Reserving the
+// pages with posix_fallocate would be exact, but it zeroes every page on the daemon's one thread:
+// half a second per GB during which no other client is served. The writer zeroes them anyway.)
 int reserve_memory(int fd, std::uint64_t size) {
   if (size == 0) return 0;
-  int result;
-  do {
-    result = ::posix_fallocate(fd, 0, static_cast<off_t>(size));
-  } while (result == EINTR);
-  return result;
+  struct statvfs fs {};
+  if (::fstatvfs(fd, &fs) != 0) return errno;
+  std::uint64_t free_bytes = static_cast<std::uint64_t>(fs.f_bavail) * fs.f_frsize;
+  return free_bytes >= size ? 0 : ENOSPC;
 }
 
 }  // namespace
@@ -54,7 +57,7 @@ Result<ShmSegment> ShmSegment::create(std::string name, std::uint64_t size) {
   ShmSegment segment(std::move(name), std::make_shared<ShmMapping>(nullptr, 0));
   if (::ftruncate(file.fd, static_cast<off_t>(size)) != 0) return system_error("ftruncate", segment.name_, errno);
   if (int error_number = reserve_memory(file.fd, size); error_number != 0)
-    return system_error("posix_fallocate", segment.name_, error_number);
+    return system_error("reserving shared memory", segment.name_, error_number);
   // mmap refuses 0 bytes, and a 0-byte object has nothing to map.
   if (size > 0) {
     void* address = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, file.fd, 0);
