@@ -16,6 +16,8 @@ from .runtime import client_runtime
 from .serialization import deserialize, serialize
 
 INLINE_LIMIT = 100 * 1024  # values below this travel inside messages; larger ones go to shared memory
+_RELEASE_BATCH = 256
+_RELEASE_DELAY = 0.05  # seconds
 _MSGPACK = 1
 
 
@@ -34,6 +36,18 @@ def _map_shared(name: str, size: int):
         return mmap.mmap(fd, size, prot=mmap.PROT_READ)
     finally:
         os.close(fd)
+
+
+def _flush_periodically(client_ref) -> None:
+    # Holds the client only while flushing: a client dropped or closed ends this thread.
+    while True:
+        time.sleep(_RELEASE_DELAY)
+        client = client_ref()
+        if client is None or client.closed:
+            return
+        if client._releases:
+            client._flush_releases()
+        del client
 
 
 class _Blocking:
@@ -71,6 +85,8 @@ class ClusterClient:
         self._functions: set[bytes] = set()
         self.closed = False
         self.is_worker = False
+        self._releases: list[bytes] = []  # ids whose last local ObjectRef died, not yet told
+        self._flusher = None
 
     def hello(self, kind: str = "driver", worker_id: int = 0, runner=None) -> None:
         """Introduces this process to the node. A worker's node may send it tasks at once, so the
@@ -88,15 +104,21 @@ class ClusterClient:
     # ---- plumbing ----
 
     def call(self, method: str, *args, timeout: float | None = 60.0):
+        if self._releases:
+            self._flush_releases()
         return self.channel.call("node", method, args, None, timeout, _MSGPACK)
 
     def call_future(self, method: str, *args):
+        if self._releases:
+            self._flush_releases()
         return self.channel.call_future("node", method, args, None, None, _MSGPACK)
 
     def new_id(self) -> bytes:
         return self._prefix + struct.pack(">Q", next(self._counter))
 
     def close(self):
+        if self._releases:
+            self._flush_releases()
         self.closed = True
         self.channel.close()
 
@@ -119,11 +141,28 @@ class ClusterClient:
                 return
             self._counts.pop(object_id, None)
             self._answers.pop(object_id, None)
-        if not self.closed:
+            # Releases go out together: just before this process's next request (in the same
+            # write), when many gathered, or within _RELEASE_DELAY. Late is safe, early is not.
+            self._releases.append(object_id)
+            flush_now = len(self._releases) >= _RELEASE_BATCH
+            start_flusher = self._flusher is None
+            if start_flusher:
+                self._flusher = threading.Thread(target=_flush_periodically, args=(weakref.ref(self),),
+                                                 name="tether-releases", daemon=True)
+        if start_flusher:
+            self._flusher.start()
+        if flush_now:
+            self._flush_releases()
+
+    def _flush_releases(self) -> None:
+        with self._lock:
+            ids, self._releases = self._releases, []
+        if ids and not self.closed:
             try:
-                self.channel.call_oneway("node", "release", ([object_id],), None, _MSGPACK)
+                self.channel.call_oneway("node", "release", (ids,), None, _MSGPACK)
             except errors.TetherError:
-                pass  # the node is gone, and with it the object
+                pass  # the node is gone, and with it the objects
+
 
     # ---- functions, tasks and objects ----
 
