@@ -248,23 +248,49 @@ void Node::pack_value(ReplyBuilder& reply, const ObjectId& id, Client* reader) {
   p.pack(reader != nullptr);  // pinned for the reader: it sends unmapped when done
 }
 
+namespace {
+
+// The optional timeout argument at `index`: seconds, or nil for none.
+Result<std::optional<double>> timeout_of(const Call& call, std::size_t index, std::string_view what) {
+  const auto* value = call.param(index, "timeout");
+  if (!value || value->type == msgpack::type::NIL) return std::optional<double>();
+  auto seconds = service::as_number(value, what);
+  if (!seconds) return seconds.error();
+  return std::optional<double>(*seconds);
+}
+
+}  // namespace
+
+// Runs `done(timed_out)` once `needed` of `ids` are ready, or when `timeout` passes first.
+void Node::wait_for_objects(std::vector<ObjectId> ids, std::size_t needed, std::optional<double> timeout,
+                            std::function<void(bool timed_out)> done) {
+  auto waiter = std::make_shared<ObjectWaiter>();
+  waiter->ids = std::move(ids);
+  waiter->needed = needed;
+  auto timer = timeout ? std::make_shared<asio::steady_timer>(io_) : nullptr;
+  waiter->done = [timer, done = std::move(done)](bool timed_out) {
+    if (timer) timer->cancel();
+    done(timed_out);
+  };
+  objects_.wait(waiter);
+  if (!timer || waiter->finished) return;
+  timer->expires_after(std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(*timeout)));
+  timer->async_wait([waiter](std::error_code ec) {
+    if (ec || waiter->finished) return;
+    waiter->finished = true;
+    waiter->done(true);
+  });
+}
+
 // get(ids, timeout=None) -> [value, ...] once all are ready, or {"timeout": True}.
 void Node::get(Call&& call) {
   auto ids = ids_of(call, call.param(0, "ids"), "node.get: argument 'ids'");
   if (!ids) return call.fail(ids.error());
-  std::optional<double> timeout;
-  if (const auto* t = call.param(1, "timeout"); t && t->type != msgpack::type::NIL) {
-    auto seconds = service::as_number(t, "node.get: argument 'timeout'");
-    if (!seconds) return call.fail(seconds.error());
-    timeout = *seconds;
-  }
-  auto waiter = std::make_shared<ObjectWaiter>();
-  waiter->ids = *ids;
-  waiter->needed = ids->size();
+  auto timeout = timeout_of(call, 1, "node.get: argument 'timeout'");
+  if (!timeout) return call.fail(timeout.error());
   auto pending_call = std::make_shared<Call>(std::move(call));
-  auto timer = timeout ? std::make_shared<asio::steady_timer>(io_) : nullptr;
-  waiter->done = [this, pending_call, timer, ids = *ids](bool timed_out) {
-    if (timer) timer->cancel();
+  auto needed = ids->size();
+  wait_for_objects(*ids, needed, *timeout, [this, pending_call, ids = *ids](bool timed_out) {
     ReplyBuilder reply;
     if (timed_out) {
       reply.packer().pack_map(1);
@@ -275,16 +301,7 @@ void Node::get(Call&& call) {
       for (const auto& id : ids) pack_value(reply, id, client_of(*pending_call));
     }
     pending_call->reply(std::move(reply));
-  };
-  objects_.wait(waiter);
-  if (timer && !waiter->finished) {
-    timer->expires_after(std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(*timeout)));
-    timer->async_wait([waiter](std::error_code ec) {
-      if (ec || waiter->finished) return;
-      waiter->finished = true;
-      waiter->done(true);
-    });
-  }
+  });
 }
 
 // wait(ids, num_returns, timeout=None) -> indices of the ready ids (at least num_returns unless
@@ -295,35 +312,17 @@ void Node::wait(Call&& call) {
   auto needed = service::as_u64(call.param(1, "num_returns"), "node.wait: argument 'num_returns'");
   if (!needed) return call.fail(needed.error());
   if (*needed > ids->size()) return call.fail(ErrorKind::bad_request, "node.wait: num_returns is larger than the number of ids");
-  std::optional<double> timeout;
-  if (const auto* t = call.param(2, "timeout"); t && t->type != msgpack::type::NIL) {
-    auto seconds = service::as_number(t, "node.wait: argument 'timeout'");
-    if (!seconds) return call.fail(seconds.error());
-    timeout = *seconds;
-  }
-  auto waiter = std::make_shared<ObjectWaiter>();
-  waiter->ids = *ids;
-  waiter->needed = *needed;
+  auto timeout = timeout_of(call, 2, "node.wait: argument 'timeout'");
+  if (!timeout) return call.fail(timeout.error());
   auto pending_call = std::make_shared<Call>(std::move(call));
-  auto timer = timeout ? std::make_shared<asio::steady_timer>(io_) : nullptr;
-  waiter->done = [this, pending_call, timer, ids = *ids](bool) {
-    if (timer) timer->cancel();
+  wait_for_objects(*ids, *needed, *timeout, [this, pending_call, ids = *ids](bool) {
     std::vector<std::uint32_t> ready;
     for (std::uint32_t i = 0; i < ids.size(); ++i)
       if (objects_.is_ready(ids[i]) || !objects_.contains(ids[i])) ready.push_back(i);
     ReplyBuilder reply;
     reply.packer().pack(ready);
     pending_call->reply(std::move(reply));
-  };
-  objects_.wait(waiter);
-  if (timer && !waiter->finished) {
-    timer->expires_after(std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(*timeout)));
-    timer->async_wait([waiter](std::error_code ec) {
-      if (ec || waiter->finished) return;
-      waiter->finished = true;
-      waiter->done(true);
-    });
-  }
+  });
 }
 
 // retain(ids) / release(ids), oneway: the client gained or dropped its last local reference.

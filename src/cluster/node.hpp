@@ -77,6 +77,8 @@ class Node final : public service::Service {
   void shutdown(service::Call&& call);
   Client* client_of(const service::Call& call);
   void pack_value(service::ReplyBuilder& reply, const ObjectId& id, Client* reader);
+  void wait_for_objects(std::vector<ObjectId> ids, std::size_t needed, std::optional<double> timeout,
+                        std::function<void(bool timed_out)> done);
   void drop_client(Client& client);
   bool tasks_producing(const ObjectId& id) const;  // a task not finished returns it
   void discard_stored_returns(const TaskPtr& task);  // store objects a failed attempt left

@@ -94,24 +94,18 @@ void Node::actor_call(Call&& call) {
   task->kind = Task::Kind::actor_method;
   task->caller.emplace(std::move(call));
   auto it = actors_.find(task->actor);
-  when_dependencies_ready(task, [] {});
+  // Calls keep their submission order: each waits for its arguments, then for the calls before it.
+  auto actor_id = task->actor;
+  when_dependencies_ready(task, [this, actor_id] {
+    auto found = actors_.find(actor_id);
+    if (found != actors_.end()) dispatch_actor_calls(*found->second);
+  });
   if (it == actors_.end())
     return fail_task(task, {"ActorDiedError", "no actor " + task->actor.hex() + " on this node"});
   if (it->second->state == Actor::State::dead)
     return fail_task(task, {"ActorDiedError", "actor " + it->second->class_name + " is dead: " + it->second->death_reason});
-  // Calls keep their submission order: each waits for its arguments, then for the calls before it.
-  auto& actor = *it->second;
-  actor.queued.push_back(task);
-  if (task->deps.empty()) return dispatch_actor_calls(actor);
-  auto waiter = std::make_shared<ObjectWaiter>();
-  waiter->ids = task->deps;
-  waiter->needed = task->deps.size();
-  auto actor_id = actor.id;
-  waiter->done = [this, actor_id](bool) {
-    auto found = actors_.find(actor_id);
-    if (found != actors_.end()) dispatch_actor_calls(*found->second);
-  };
-  objects_.wait(waiter);
+  it->second->queued.push_back(task);
+  dispatch_actor_calls(*it->second);
 }
 
 void Node::dispatch_actor_calls(Actor& actor) {

@@ -123,11 +123,7 @@ void Node::when_dependencies_ready(const TaskPtr& task, std::function<void()> ne
   for (const auto& d : task->deps) objects_.pin(d);
   for (const auto& c : task->contained) objects_.pin(c);
   tasks_[task->id] = task;
-  auto waiter = std::make_shared<ObjectWaiter>();
-  waiter->ids = task->deps;
-  waiter->needed = task->deps.size();
-  waiter->done = [next = std::move(next)](bool) { next(); };
-  objects_.wait(waiter);
+  wait_for_objects(task->deps, task->deps.size(), std::nullopt, [next = std::move(next)](bool) { next(); });
 }
 
 // submit(spec) -> [value per return], when the task is done.
