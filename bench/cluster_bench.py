@@ -33,6 +33,7 @@ sys.path.insert(0, str(PEERS_DIR))
 
 import _procs  # noqa: E402
 from _cluster_common import CASES  # noqa: E402
+from _table import print_markdown_table  # noqa: E402  (bench/_table.py)
 
 LIBRARIES = ("tether", "ray")
 TITLES = {"tether": "tether", "ray": "Ray"}
@@ -349,16 +350,7 @@ def print_table(rows, libraries):
     header = ["benchmark", "tether", "Ray", "tether/Ray", "target", "met?"]
     lines = [[row["title"], *(cell(n, libraries.get(n, {}), row) for n in LIBRARIES), ratio_text(row),
               row["target"], row["met"]] for row in rows]
-    widths = [max(len(str(r[i])) for r in [header] + lines) for i in range(len(header))]
-
-    def render(cells):
-        return "| " + " | ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
-                                 for i, (c, w) in enumerate(zip(cells, widths))) + " |"
-
-    print(render(header))
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for line in lines:
-        print(render(line))
+    print_markdown_table(header, lines)
 
 
 def short_name(command):

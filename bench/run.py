@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from _table import print_markdown_table  # bench/_table.py, beside this script
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
@@ -349,16 +350,7 @@ def print_table(rows, peers):
             f"{row['tether_over_raw']:.2f}x" if row["tether_over_raw"] is not None else "-",
             row["target"], row["met"],
         ])
-    widths = [max(len(str(r[i])) for r in [header] + lines) for i in range(len(header))]
-
-    def render(cells):
-        return "| " + " | ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
-                                 for i, (c, w) in enumerate(zip(cells, widths))) + " |"
-
-    print(render(header))
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for line in lines:
-        print(render(line))
+    print_markdown_table(header, lines)
 
 
 def print_notes(cfg, peers, raw, core, machine):
