@@ -63,7 +63,18 @@ void Node::stop_workers(std::chrono::milliseconds grace) {
 }
 
 void Node::add_methods() {
-  auto bind = [this](void (Node::*method)(Call&&)) { return [this, method](Call&& call) { (this->*method)(std::move(call)); }; };
+  // Any request may carry the keyword argument release=[ids]: releases the client gathered, sent
+  // with its next request instead of in a message of their own. They apply after the request, so
+  // they can only make objects live longer than asked, never shorter.
+  auto bind = [this](void (Node::*method)(Call&&)) {
+    return [this, method](Call&& call) {
+      const auto* piggybacked = call.kwarg("release");
+      auto releases = piggybacked ? ids_of(call, piggybacked, "release") : Result<std::vector<ObjectId>>(std::vector<ObjectId>{});
+      auto connection_id = call.connection().id();
+      (this->*method)(std::move(call));
+      if (releases && !releases->empty()) release_ids(connection_id, *releases);
+    };
+  };
   add_method("hello", bind(&Node::hello));
   add_method("put", bind(&Node::put));
   add_method("create", bind(&Node::create));
@@ -334,12 +345,13 @@ void Node::retain(Call&& call) {
 }
 
 void Node::release(Call&& call) {
-  auto* client = client_of(call);
   auto ids = ids_of(call, call.param(0, "ids"), "node.release: argument 'ids'");
-  if (!client || !ids) return;
-  for (const auto& id : *ids) {
-    objects_.release(id, client->connection_id);
-  }
+  if (ids) release_ids(call.connection().id(), *ids);
+}
+
+void Node::release_ids(std::uint64_t connection_id, const std::vector<ObjectId>& ids) {
+  if (!clients_.count(connection_id)) return;
+  for (const auto& id : ids) objects_.release(id, connection_id);
 }
 
 // unmapped(ids), oneway: the client dropped its mapping of objects node.get gave it.

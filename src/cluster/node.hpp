@@ -71,6 +71,7 @@ class Node final : public service::Service {
   void retain(service::Call&& call);
   void release(service::Call&& call);
   void unmapped(service::Call&& call);
+  void release_ids(std::uint64_t connection_id, const std::vector<ObjectId>& ids);
   void register_function(service::Call&& call);
   void get_function(service::Call&& call);
   void status(service::Call&& call);

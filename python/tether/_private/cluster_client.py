@@ -104,14 +104,18 @@ class ClusterClient:
     # ---- plumbing ----
 
     def call(self, method: str, *args, timeout: float | None = 60.0):
-        if self._releases:
-            self._flush_releases()
-        return self.channel.call("node", method, args, None, timeout, _MSGPACK)
+        return self.channel.call("node", method, args, self._take_releases(), timeout, _MSGPACK)
 
     def call_future(self, method: str, *args):
-        if self._releases:
-            self._flush_releases()
-        return self.channel.call_future("node", method, args, None, None, _MSGPACK)
+        return self.channel.call_future("node", method, args, self._take_releases(), None, _MSGPACK)
+
+    def _take_releases(self):
+        """Gathered releases ride on the next request (as release=[ids]), not in their own message."""
+        if not self._releases:
+            return None
+        with self._lock:
+            ids, self._releases = self._releases, []
+        return {"release": ids} if ids else None
 
     def new_id(self) -> bytes:
         return self._prefix + struct.pack(">Q", next(self._counter))
@@ -141,8 +145,8 @@ class ClusterClient:
                 return
             self._counts.pop(object_id, None)
             self._answers.pop(object_id, None)
-            # Releases go out together: just before this process's next request (in the same
-            # write), when many gathered, or within _RELEASE_DELAY. Late is safe, early is not.
+            # Releases go out together: with this process's next request, when many gathered,
+            # or within _RELEASE_DELAY. Late is safe, early is not.
             self._releases.append(object_id)
             flush_now = len(self._releases) >= _RELEASE_BATCH
             start_flusher = self._flusher is None
