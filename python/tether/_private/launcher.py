@@ -26,8 +26,10 @@ def tetherd_path() -> str:
 
 
 def record_path() -> Path:
-    """Where `tether start --head` records the cluster it started (one per user and machine)."""
-    return Path(tempfile.gettempdir()) / f"tether-{os.getuid()}" / "cluster.json"
+    """Where `tether start --head` records the cluster it started: one per user and machine, in
+    $TETHER_STATE_DIR if set."""
+    base = os.environ.get("TETHER_STATE_DIR") or Path(tempfile.gettempdir()) / f"tether-{os.getuid()}"
+    return Path(base) / "cluster.json"
 
 
 def worker_pythonpath() -> str:
@@ -102,7 +104,7 @@ def start_detached(host, port, num_cpus, resources, object_store_memory, secret=
     """`tether start --head`: a daemon that outlives this process; its output goes to a log file."""
     secret = secret or os.environ.get("TETHER_SECRET") or secrets.token_hex(32)
     record = record_path()
-    record.parent.mkdir(mode=0o700, exist_ok=True)
+    record.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     log_path = record.parent / f"tetherd-{int(time.time())}-{os.getpid()}.log"
     command = daemon_command(num_cpus, resources, object_store_memory, host, port)
     env = dict(os.environ, TETHER_SECRET=secret, PYTHONPATH=worker_pythonpath())
