@@ -11,6 +11,7 @@
 #include <iostream>
 #include <thread>
 
+#include "cluster/name_service.hpp"
 #include "cluster/node.hpp"
 #include "net/address.hpp"
 #include "rpc/listener.hpp"
@@ -33,13 +34,15 @@ struct Arguments {
   bool watch_stdin = false;
   std::size_t prestart = 0;
   double idle_worker_seconds = 30;
+  double ns_sweep_seconds = 10;
 };
 
 [[noreturn]] void usage(const std::string& problem) {
   std::cerr << "tetherd: " << problem << "\n"
             << "usage: tetherd --head [--host H] [--port P] [--num-cpus N] [--resource NAME=AMOUNT]...\n"
                "               [--session-dir DIR] [--secret-file FILE] [--python PATH] [--object-store-memory BYTES]\n"
-               "               [--prestart-workers N] [--idle-worker-timeout SECONDS] [--watch-stdin]\n"
+               "               [--prestart-workers N] [--idle-worker-timeout SECONDS] [--ns-sweep-interval SECONDS]\n"
+               "               [--watch-stdin]\n"
                "The secret comes from --secret-file, else $TETHER_SECRET, else a new one is written to DIR/secret.\n";
   std::exit(2);
 }
@@ -79,6 +82,7 @@ Arguments parse(int argc, char** argv) {
     else if (arg == "--prestart-workers") a.prestart = static_cast<std::size_t>(number(value(), "--prestart-workers"));
     else if (arg == "--idle-worker-timeout") a.idle_worker_seconds = number(value(), "--idle-worker-timeout");
     else if (arg == "--watch-stdin") a.watch_stdin = true;
+    else if (arg == "--ns-sweep-interval") a.ns_sweep_seconds = number(value(), "--ns-sweep-interval");
     else usage("unknown option " + arg);
   }
   if (!head) usage("only --head is supported by this version (one node per cluster)");
@@ -162,10 +166,14 @@ int main(int argc, char** argv) {
 
   // The node and everything it starts live on the io thread.
   std::unique_ptr<cluster::Node> node;
+  std::unique_ptr<cluster::NameService> names;  // the head keeps the cluster's name server
   std::promise<void> built;
   asio::post(runtime->context(), [&] {
     node = std::make_unique<cluster::Node>(runtime->context(), node_options, *object_store);
+    names = std::make_unique<cluster::NameService>(
+        runtime->context(), std::chrono::milliseconds(static_cast<long long>(args.ns_sweep_seconds * 1000)));
     host->add(*node);
+    host->add(*names);
     built.set_value();
   });
   built.get_future().get();
@@ -215,6 +223,7 @@ int main(int argc, char** argv) {
   runtime->stop(std::chrono::milliseconds(500));
   tcp->reset();
   local->reset();
+  names.reset();
   node.reset();
   object_store.reset();
   std::filesystem::remove(socket_path, ec);

@@ -192,3 +192,41 @@ def test_run_runs_a_script_on_a_local_cluster(tmp_path):
     ran = _tether(["run", "-n", "3", str(script)], env, timeout=120)
     assert ran.returncode == 3, ran.stderr
     assert "result [0, 2, 4, 6] 3.0" in ran.stdout
+
+
+@tether.expose
+class _Greeter:
+    def hi(self):
+        return "hi"
+
+
+def test_the_cluster_serves_the_name_server(monkeypatch):
+    """The head daemon serves tether.ns: locate_ns(cluster address) registers, looks up, lists,
+    filters by tags and removes, and its sweep drops entries whose servers are gone."""
+    monkeypatch.setenv("TETHER_NS_SWEEP_INTERVAL", "0.2")
+    if tether.is_initialized():
+        tether.shutdown()
+    info = tether.init(num_cpus=1)
+    server = tether.Server()
+    try:
+        uri = server.register(_Greeter(), "greeter")
+        ns = tether.locate_ns(tether.cluster_address(), secret=info["secret"])
+        ns.register("app.greeter", uri, metadata={"blue", "fast"})
+        ns.register("app.gone", "tether://127.0.0.1:1/nobody", metadata=["blue"])
+        assert ns.lookup("app.greeter") == uri
+        assert ns.metadata("app.greeter") == ["blue", "fast"]
+        assert ns.lookup_by_metadata(["fast"]) == {"app.greeter": uri}
+        assert tether.Proxy(ns.lookup("app.greeter")).hi() == "hi"
+        with pytest.raises(KeyError):
+            ns.lookup("app.missing")
+        with pytest.raises(ValueError):
+            ns.register("app.bad", "http://example.invalid/")
+        deadline = time.monotonic() + 30
+        while "app.gone" in ns.list(prefix="app.") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ns.list(prefix="app.") == {"app.greeter": uri}  # the dead entry was swept, the live one kept
+        assert ns.remove("app.greeter") is True and ns.remove("app.greeter") is False
+        ns.close()
+    finally:
+        server.close()
+        tether.shutdown()

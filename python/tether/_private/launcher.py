@@ -53,6 +53,8 @@ def daemon_command(num_cpus, resources, object_store_memory, host="127.0.0.1", p
         command += ["--resource", f"{name}={float(amount)}"]
     if object_store_memory:
         command += ["--object-store-memory", str(int(object_store_memory))]
+    if os.environ.get("TETHER_NS_SWEEP_INTERVAL"):  # seconds between the name server's liveness sweeps
+        command += ["--ns-sweep-interval", os.environ["TETHER_NS_SWEEP_INTERVAL"]]
     return command
 
 
