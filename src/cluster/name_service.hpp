@@ -22,6 +22,7 @@ class NameService final : public service::Service {
   // Checks every entry now; `done` runs (on the io thread) once every check has ended.
   void sweep(std::function<void()> done = {});
   std::size_t size() const { return entries_.size(); }
+  void stop() { sweep_timer_.cancel(); }  // no more sweeps (the daemon is ending); io thread
 
  private:
   struct Entry {

@@ -215,6 +215,7 @@ int main(int argc, char** argv) {
   std::promise<void> stopped;
   asio::post(runtime->context(), [&] {
     node->stop_workers(std::chrono::milliseconds(1000));
+    names->stop();
     std::error_code ignored;
     signals.cancel(ignored);  // nothing left to wait for: the io context can drain and end
     stopped.set_value();

@@ -12,6 +12,7 @@ import time
 import weakref
 
 from .. import errors
+from ..future import FINISHED, Future
 from .runtime import client_runtime
 from .serialization import deserialize, serialize
 
@@ -200,11 +201,19 @@ class ClusterClient:
         object_id = self.new_id()
         contained = serialized.contained
         if serialized.size < INLINE_LIMIT:
-            self.call("put", object_id, serialized.to_bytes(), contained)
+            data = serialized.to_bytes()
+            self.call("put", object_id, data, contained)
+            entry = {"inline": data}
         else:
             name = self.call("create", object_id, serialized.size)
             self._write_shared(name, serialized)
             self.call("seal", object_id, contained)
+            entry = {"shm": [name, serialized.size, False]}  # if spilled meanwhile, get asks the node
+        # This process's gets of its own put need no round trip (as Ray's in-process store).
+        known = Future()
+        known._result, known._state = [entry], FINISHED
+        with self._lock:
+            self._answers[object_id] = (known, 0, None)
         return object_id
 
     def store_value(self, object_id: bytes, value) -> tuple[dict, object]:
