@@ -76,12 +76,20 @@ def _connect(args):
     return client, record
 
 
-def _status(args) -> int:
+def _connected(args, command):
+    """(client, record) for the cluster the command names, or None after saying why not."""
     try:
-        client, _record = _connect(args)
+        return _connect(args)
     except Exception as exc:
-        print(f"tether status: {exc}", file=sys.stderr)
+        print(f"tether {command}: {exc}", file=sys.stderr)
+        return None
+
+
+def _status(args) -> int:
+    connected = _connected(args, "status")
+    if connected is None:
         return 1
+    client, _record = connected
     status = client.call("status")
     client.close()
     if args.json:
@@ -104,11 +112,10 @@ def _status(args) -> int:
 def _stop(args) -> int:
     from ._private import launcher
 
-    try:
-        client, record = _connect(args)
-    except Exception as exc:
-        print(f"tether stop: {exc}", file=sys.stderr)
+    connected = _connected(args, "stop")
+    if connected is None:
         return 1
+    client, record = connected
     try:
         client.call("shutdown", timeout=10)
     finally:
