@@ -5,62 +5,31 @@
 
 #include <gtest/gtest.h>
 
-#include "net/memory_transport.hpp"
 #include "rpc/runtime.hpp"
+#include "service/test_client.hpp"
 
 namespace tether::cluster {
 namespace {
-
-using rpc::Clock;
 
 // A client connection to a ServiceHost holding the name service, over the in-memory transport.
 struct NameServiceTest : ::testing::Test {
   rpc::Runtime runtime{1};
   std::unique_ptr<NameService> names;
   std::shared_ptr<service::ServiceHost> host = std::make_shared<service::ServiceHost>();
-  std::shared_ptr<rpc::Connection> client, server;
+  std::unique_ptr<service::TestClient> client;
 
   void SetUp() override {
-    on_io([&] { names = std::make_unique<NameService>(runtime.context(), std::chrono::milliseconds(0)); });
+    service::run_on_io(runtime, [&] { names = std::make_unique<NameService>(runtime.context(), std::chrono::milliseconds(0)); });
     host->add(*names);
-    auto [a, b] = net::make_memory_pipe(runtime.executor());
-    server = rpc::Connection::create(std::move(b), rpc::Connection::Role::server, {}, {}, host);
-    client = rpc::Connection::create(std::move(a), rpc::Connection::Role::client, {}, {}, nullptr);
-    std::promise<void> ready;
-    server->start([](const Result<rpc::Negotiated>&) {});
-    client->start([&](const Result<rpc::Negotiated>&) { ready.set_value(); });
-    ready.get_future().get();
+    client = std::make_unique<service::TestClient>(runtime, host);
   }
   void TearDown() override {
-    client->close("done");
+    client->close();
     runtime.stop();  // the host still calls the service as the connections close
     names.reset();
   }
-  void on_io(std::function<void()> work) {
-    std::promise<void> done;
-    asio::post(runtime.executor(), [&] {
-      work();
-      done.set_value();
-    });
-    done.get_future().get();
-  }
-  // Calls `method` with the args packed by `pack_args` (which packs the args array).
   Result<wire::Frame> call(const std::string& method, const std::function<void(wire::Packer&)>& pack_args) {
-    wire::OutFrame frame;
-    frame.header.type = wire::MessageType::request;
-    frame.header.encoding = wire::Encoding::msgpack;
-    frame.meta = std::string("tether.ns") + '\0' + method;
-    wire::ByteSink sink{&frame.payload};
-    wire::Packer packer(sink);
-    packer.pack_array(2);
-    pack_args(packer);
-    packer.pack_nil();
-    auto waiting = std::make_shared<rpc::WaitingSink>();
-    auto id = client->call(std::move(frame), waiting);
-    if (!id) return id.error();
-    auto outcome = waiting->wait(Clock::now() + std::chrono::seconds(10));
-    if (!outcome) return Error{ErrorKind::timeout, "no answer"};
-    return std::move(*outcome);
+    return client->call("tether.ns", method, pack_args);
   }
   void register_name(const std::string& name, const std::string& uri, std::vector<std::string> tags) {
     auto reply = call("register", [&](wire::Packer& p) {
@@ -136,7 +105,7 @@ TEST_F(NameServiceTest, SweepDropsEntriesWhoseServersAreGone) {
   auto listed = answer<std::map<std::string, std::string>>("list", [](wire::Packer& p) { p.pack_array(0); });
   EXPECT_EQ(listed.count("live"), 1u);
   EXPECT_EQ(listed.count("dead"), 0u);
-  on_io([&] { alive.close(); });
+  service::run_on_io(runtime, [&] { alive.close(); });
 }
 
 }  // namespace

@@ -5,17 +5,13 @@
 
 #include <unistd.h>
 
-#include <future>
-
 #include <gtest/gtest.h>
 
-#include "net/memory_transport.hpp"
 #include "rpc/runtime.hpp"
+#include "service/test_client.hpp"
 
 namespace tether::cluster {
 namespace {
-
-using rpc::Clock;
 
 std::string id_bytes(std::uint8_t n) {
   std::string id(16, '\0');
@@ -34,7 +30,7 @@ struct NodeTest : ::testing::Test {
   std::unique_ptr<store::ObjectStore> store;
   std::unique_ptr<Node> node;
   std::shared_ptr<service::ServiceHost> host = std::make_shared<service::ServiceHost>();
-  std::shared_ptr<rpc::Connection> client, server;
+  std::unique_ptr<service::TestClient> client;
 
   void SetUp() override {
     store = std::make_unique<store::ObjectStore>(
@@ -42,48 +38,18 @@ struct NodeTest : ::testing::Test {
     NodeOptions options;
     options.resources = {{"CPU", 1}};
     options.python = "/nonexistent/python";  // no worker is ever started here
-    on_io([&] { node = std::make_unique<Node>(runtime.context(), options, *store); });
+    service::run_on_io(runtime, [&] { node = std::make_unique<Node>(runtime.context(), options, *store); });
     host->add(*node);
-    auto [a, b] = net::make_memory_pipe(runtime.executor());
-    server = rpc::Connection::create(std::move(b), rpc::Connection::Role::server, {}, {}, host);
-    client = rpc::Connection::create(std::move(a), rpc::Connection::Role::client, {}, {}, nullptr);
-    std::promise<void> ready;
-    server->start([](const Result<rpc::Negotiated>&) {});
-    client->start([&](const Result<rpc::Negotiated>&) { ready.set_value(); });
-    ready.get_future().get();
+    client = std::make_unique<service::TestClient>(runtime, host);
   }
   void TearDown() override {
-    client->close("done");
+    client->close();
     runtime.stop();  // the host still calls the node as the connection closes
     node.reset();
     store.reset();
   }
-  void on_io(const std::function<void()>& work) {
-    std::promise<void> done;
-    asio::post(runtime.executor(), [&] {
-      work();
-      done.set_value();
-    });
-    done.get_future().get();
-  }
   Result<wire::Frame> call(const std::string& method, const std::function<void(wire::Packer&)>& pack_args, bool oneway = false) {
-    wire::OutFrame frame;
-    frame.header.type = wire::MessageType::request;
-    frame.header.encoding = wire::Encoding::msgpack;
-    if (oneway) frame.header.flags |= wire::kOneway;
-    frame.meta = std::string("node") + '\0' + method;
-    wire::ByteSink sink{&frame.payload};
-    wire::Packer packer(sink);
-    packer.pack_array(2);
-    pack_args(packer);
-    packer.pack_nil();
-    auto waiting = std::make_shared<rpc::WaitingSink>();
-    auto id = client->call(std::move(frame), oneway ? nullptr : waiting);
-    if (!id) return id.error();
-    if (oneway) return wire::Frame{};
-    auto outcome = waiting->wait(Clock::now() + std::chrono::seconds(10));
-    if (!outcome) return Error{ErrorKind::timeout, "no answer"};
-    return std::move(*outcome);
+    return client->call("node", method, pack_args, oneway);
   }
   msgpack::object_handle body(Result<wire::Frame> reply) {
     EXPECT_TRUE(reply.ok());
