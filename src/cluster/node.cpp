@@ -43,7 +43,9 @@ Node::Node(asio::io_context& io, NodeOptions options, store::ObjectStore& store)
       objects_(store),
       processes_(io, [this](int pid, const std::string& description) { on_process_exit(pid, description); }),
       reaper_(io),
-      available_(options_.resources) {
+      available_(options_.resources),
+      reporter_(io) {
+  objects_.on_free = [this](const ObjectId& id, const ObjectValue& value) { on_object_freed(id, value); };
   if (options_.max_task_workers == 0) {
     auto cpus = options_.resources.count("CPU") ? options_.resources.at("CPU") : 1.0;
     options_.max_task_workers = static_cast<std::size_t>(std::max(1.0, cpus)) * 2 + 2;
@@ -57,8 +59,11 @@ Node::~Node() { stop_workers(std::chrono::milliseconds(0)); }
 
 void Node::stop_workers(std::chrono::milliseconds grace) {
   reaper_.cancel();
+  reporter_.cancel();
   for (auto& [id, worker] : workers_)
     if (worker->connection) worker->connection->close("the node is shutting down");
+  for (auto& [id, peer] : peers_)
+    if (peer->connection) peer->connection->close("the node is shutting down");
   processes_.stop_all(grace);
 }
 
@@ -96,6 +101,10 @@ void Node::add_methods() {
   add_method("cancel", bind(&Node::cancel));
   add_method("blocked", bind(&Node::blocked), true);
   add_method("unblocked", bind(&Node::unblocked), true);
+  add_method("join", bind(&Node::join));
+  add_method("peer", bind(&Node::peer), true);
+  add_method("report", bind(&Node::report));
+  add_method("fetch", bind(&Node::fetch));
 }
 
 Node::Client* Node::client_of(const Call& call) {
@@ -160,6 +169,7 @@ void Node::put(Call&& call) {
   auto contained = ids_of(call, call.param(2, "contained"), "node.put: argument 'contained'");
   if (!contained) return call.fail(contained.error());
   if (objects_.contains(*id)) return call.fail(ErrorKind::bad_request, "node.put: object " + id->hex() + " exists already");
+  adopt_foreign(*contained);
   objects_.add_pending(*id);
   objects_.hold(*id, client->connection_id);
   objects_.set_ready(*id, ObjectValue::inline_value(*data), *contained);
@@ -204,15 +214,16 @@ void Node::seal(Call&& call) {
   if (!sealed) return call.fail(sealed.error());
   if (auto* client = client_of(call)) client->unsealed.erase(*id);
   if (ready) {
+    adopt_foreign(*contained);
     auto info = store_.info(*id);
     objects_.set_ready(*id, ObjectValue::in_store(info ? info->size : 0), *contained);
   }
   call.reply_nil();
 }
 
-// One object as a reply value: {"inline": bytes} | {"shm": [name, size]} | {"error": bytes} |
-// {"failure": [type, message]}. A store object stays pinned for the reader until it releases it.
-void Node::pack_value(ReplyBuilder& reply, const ObjectId& id, Client* reader) {
+// One object as a reply value: {"inline": bytes} | {"shm": [name, size, pinned]} | {"error": bytes} |
+// {"failure": [type, message]}, or for another node {"at": [node, size]} instead of "shm".
+void Node::pack_value(ReplyBuilder& reply, const ObjectId& id, Client* reader, bool for_peer) {
   auto& p = reply.packer();
   const auto* value = objects_.value(id);
   p.pack_map(1);
@@ -240,6 +251,13 @@ void Node::pack_value(ReplyBuilder& reply, const ObjectId& id, Client* reader) {
       return;
     case ObjectValue::Kind::shared_memory:
       break;
+  }
+  if (for_peer) {
+    wire::pack_str(p, "at");
+    p.pack_array(2);
+    p.pack_uint32(value->node ? value->node : options_.node_id);
+    p.pack_uint64(value->size);
+    return;
   }
   // For a reader (node.get) the object stays in memory until the reader says it unmapped it;
   // other answers are not pinned, and a reader that finds the segment gone asks node.get.
@@ -293,15 +311,20 @@ void Node::wait_for_objects(std::vector<ObjectId> ids, std::size_t needed, std::
   });
 }
 
-// get(ids, timeout=None) -> [value, ...] once all are ready, or {"timeout": True}.
+// get(ids, timeout=None) -> [value, ...] once all are ready, or {"timeout": True}. Objects in
+// another node's store are fetched into ours first; another node gets where they are instead.
 void Node::get(Call&& call) {
   auto ids = ids_of(call, call.param(0, "ids"), "node.get: argument 'ids'");
   if (!ids) return call.fail(ids.error());
   auto timeout = timeout_of(call, 1, "node.get: argument 'timeout'");
   if (!timeout) return call.fail(timeout.error());
+  auto* client = client_of(call);
+  bool for_peer = client && client->peer;
+  adopt_foreign(*ids);
+  for (const auto& id : *ids) objects_.pin(id);  // until answered
   auto pending_call = std::make_shared<Call>(std::move(call));
   auto needed = ids->size();
-  wait_for_objects(*ids, needed, *timeout, [this, pending_call, ids = *ids](bool timed_out) {
+  auto answer = [this, pending_call, for_peer, ids = *ids](bool timed_out) {
     ReplyBuilder reply;
     if (timed_out) {
       reply.packer().pack_map(1);
@@ -309,9 +332,14 @@ void Node::get(Call&& call) {
       reply.packer().pack_true();
     } else {
       reply.packer().pack_array(static_cast<std::uint32_t>(ids.size()));
-      for (const auto& id : ids) pack_value(reply, id, client_of(*pending_call));
+      for (const auto& id : ids) pack_value(reply, id, for_peer ? nullptr : client_of(*pending_call), for_peer);
     }
     pending_call->reply(std::move(reply));
+    for (const auto& id : ids) objects_.unpin(id);
+  };
+  wait_for_objects(*ids, needed, *timeout, [this, answer, for_peer, ids = *ids](bool timed_out) {
+    if (timed_out || for_peer) return answer(timed_out);
+    fetch_objects(ids, [answer](const std::string&) { answer(false); });  // what failed reads as lost
   });
 }
 
@@ -325,6 +353,7 @@ void Node::wait(Call&& call) {
   if (*needed > ids->size()) return call.fail(ErrorKind::bad_request, "node.wait: num_returns is larger than the number of ids");
   auto timeout = timeout_of(call, 2, "node.wait: argument 'timeout'");
   if (!timeout) return call.fail(timeout.error());
+  adopt_foreign(*ids);
   auto pending_call = std::make_shared<Call>(std::move(call));
   wait_for_objects(*ids, *needed, *timeout, [this, pending_call, ids = *ids](bool) {
     std::vector<std::uint32_t> ready;
@@ -341,6 +370,7 @@ void Node::retain(Call&& call) {
   auto* client = client_of(call);
   auto ids = ids_of(call, call.param(0, "ids"), "node.retain: argument 'ids'");
   if (!client || !ids) return;
+  adopt_foreign(*ids);
   for (const auto& id : *ids) objects_.hold(id, client->connection_id);
 }
 
@@ -393,9 +423,11 @@ void Node::status(Call&& call) {
   ReplyBuilder reply;
   auto& p = reply.packer();
   auto stats = store_.stats();
-  p.pack_map(7);
+  p.pack_map(8);
   wire::pack_str(p, "node_id");
   p.pack_uint32(options_.node_id);
+  wire::pack_str(p, "nodes");
+  pack_directory(reply);
   wire::pack_str(p, "resources");
   reply.pack_resources(options_.resources);
   wire::pack_str(p, "available");
@@ -463,6 +495,7 @@ void Node::drop_client(Client& client) {
       objects_.set_ready(id, ObjectValue::failure("ObjectLostError", "the process writing object " + id.hex() + " disconnected"), {});
   }
   objects_.release_client(client.connection_id);
+  if (client.peer) on_peer_lost(client.peer, "its connection closed");
   if (client.worker_id) on_worker_lost(client.worker_id, "its connection closed");
   // Actors a driver created die with it unless detached.
   for (auto& [id, actor] : actors_)

@@ -10,8 +10,10 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include <asio.hpp>
@@ -37,6 +39,22 @@ struct NodeOptions {
   std::size_t max_task_workers = 0;  // workers for tasks at once (0: derived from CPU)
   std::chrono::milliseconds idle_worker_timeout{30000};
   std::function<void()> on_shutdown_requested;
+  // Several nodes: the head (node 1) keeps the directory of nodes; the others join it.
+  bool head = true;
+  std::string address;  // host:port where other nodes reach this node
+  std::chrono::milliseconds report_interval{100};  // how often a node tells the head its load
+  // Opens a connection to another node (its requests to us go to our services); the callback
+  // runs on the io thread. Empty: this node makes no connections (tests, a lone head).
+  using Connected = std::function<void(Result<std::shared_ptr<rpc::Connection>>)>;
+  std::function<void(const std::string& address, Connected)> connect;
+};
+
+// Another node as the directory lists it.
+struct NodeInfo {
+  std::uint32_t id = 0;
+  std::string address;
+  Resources resources;  // its total
+  Resources available;  // as last reported
 };
 
 // A failure the daemon itself reports for an object (the Python side raises the named error).
@@ -50,14 +68,24 @@ class Node final : public service::Service {
   Node(asio::io_context& io, NodeOptions options, store::ObjectStore& store);
   ~Node() override;
   void on_connection_closed(rpc::Connection& connection) override;
+  // A node that is not the head: the connection it joined the head with, and the head's answer
+  // to node.join (its directory). Call once, on the io thread, before clients arrive.
+  void attach_to_head(std::shared_ptr<rpc::Connection> head, const std::vector<NodeInfo>& directory);
+  // Reads the directory in an answer to node.join or node.report.
+  static Result<std::vector<NodeInfo>> read_directory(const msgpack::object& nodes);
   // Stops every worker (blocking, bounded by `grace`).
   void stop_workers(std::chrono::milliseconds grace);
+
+ public:
+  using BytesOf = std::function<Result<std::span<const std::byte>>(const msgpack::object&)>;
 
  private:
   struct Client;
   struct Worker;
   struct Task;
   struct Actor;
+  struct Peer;
+  struct Transfer;
   using TaskPtr = std::shared_ptr<Task>;
 
   void add_methods();
@@ -77,7 +105,10 @@ class Node final : public service::Service {
   void status(service::Call&& call);
   void shutdown(service::Call&& call);
   Client* client_of(const service::Call& call);
-  void pack_value(service::ReplyBuilder& reply, const ObjectId& id, Client* reader);
+  // One object as a reply value. For a reader (a client's node.get) a store object stays pinned
+  // until it says it unmapped it; for another node (`for_peer`) a store object is named by the
+  // node that has it, to fetch from.
+  void pack_value(service::ReplyBuilder& reply, const ObjectId& id, Client* reader, bool for_peer = false);
   void wait_for_objects(std::vector<ObjectId> ids, std::size_t needed, std::optional<double> timeout,
                         std::function<void(bool timed_out)> done);
   void drop_client(Client& client);
@@ -97,6 +128,7 @@ class Node final : public service::Service {
   void when_dependencies_ready(const TaskPtr& task, std::function<void()> next);
   void enqueue(const TaskPtr& task, bool front = false);
   void schedule();
+  void forward_what_does_not_fit();
   bool fits(const Resources& wanted) const;
   bool fits_node(const Resources& wanted) const;  // could ever fit, once everything is free
   void take(const Resources& wanted, Resources& held);
@@ -120,6 +152,41 @@ class Node final : public service::Service {
   void reap_idle_workers();
   void arm_reaper();
 
+  // other nodes (node_peers.cpp)
+  void join(service::Call&& call);
+  void peer(service::Call&& call);
+  void report(service::Call&& call);
+  void fetch(service::Call&& call);
+  void pack_directory(service::ReplyBuilder& reply) const;
+  void update_directory(const std::vector<NodeInfo>& directory);
+  Peer& add_peer(const NodeInfo& info);
+  void connect_peer(Peer& peer);
+  void on_peer_connected(std::uint32_t node, std::shared_ptr<rpc::Connection> connection);
+  void register_peer_client(Peer& peer, const std::shared_ptr<rpc::Connection>& connection);
+  void on_peer_lost(std::uint32_t node, const std::string& why);
+  void arm_reporter();
+  void send_report();
+  Peer* peer_for(const Resources& shape);   // a node with room for it now, or nullptr
+  bool fits_cluster(const Resources& wanted) const;
+  std::string describe_cluster() const;
+  void forward_task(Peer& peer, const TaskPtr& task);
+  void on_forwarded_reply(std::uint32_t node, const TaskPtr& task, Result<service::ReceivedReply> reply);
+  void adopt_dep_values(const service::Call& call, const msgpack::object* values, const std::vector<ObjectId>& deps);
+  void adopt_foreign(const std::vector<ObjectId>& ids);  // ids other nodes own: ask their owners
+  Result<ObjectValue> value_from_entry(const msgpack::object& entry, const BytesOf& bytes_of) const;
+  void on_object_freed(const ObjectId& id, const ObjectValue& value);
+  bool needs_fetch(const ObjectId& id) const;  // in another node's store and not in ours
+  // Brings objects from the stores of the nodes that have them into ours; done(error) once all
+  // arrived (an empty message) or one could not.
+  void fetch_objects(const std::vector<ObjectId>& ids, std::function<void(const std::string& error)> done);
+  void request_chunks(const std::shared_ptr<Transfer>& transfer);
+  void finish_transfer(const std::shared_ptr<Transfer>& transfer, const std::string& error);
+  void send_to_peer(std::uint32_t node, service::ReplyBuilder&& request, const std::string& method,
+                    std::function<void(Result<service::ReceivedReply>)> handler);
+  void send_ids(std::uint32_t node, const std::string& method, const std::vector<ObjectId>& ids,
+                std::function<void(Result<service::ReceivedReply>)> handler);
+  std::uint32_t node_id() const { return options_.node_id; }
+
   asio::io_context& io_;
   NodeOptions options_;
   store::ObjectStore& store_;
@@ -139,6 +206,12 @@ class Node final : public service::Service {
   std::unordered_map<ObjectId, TaskPtr> tasks_;              // every task not finished, by id
   std::map<ObjectId, std::unique_ptr<Actor>> actors_;
   std::map<std::string, ObjectId> named_actors_;
+  std::map<std::uint32_t, std::unique_ptr<Peer>> peers_;  // other nodes, by node id
+  std::uint32_t next_node_id_ = 2;                          // the head numbers the nodes that join
+  std::set<std::uint32_t> departed_;                        // nodes that left: their objects are lost
+  std::unordered_set<ObjectId> retained_at_owner_;          // other nodes' objects we hold a reference to
+  std::unordered_map<ObjectId, std::shared_ptr<Transfer>> transfers_;
+  asio::steady_timer reporter_;
   std::size_t starting_task_workers_ = 0;
   std::size_t failed_worker_starts_ = 0;  // in a row: after a few, waiting tasks fail instead
 };

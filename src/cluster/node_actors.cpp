@@ -94,6 +94,15 @@ void Node::actor_call(Call&& call) {
   task->kind = Task::Kind::actor_method;
   task->caller.emplace(std::move(call));
   auto it = actors_.find(task->actor);
+  // An actor lives on the node of its creator: calls from elsewhere go there, in order.
+  if (it == actors_.end() && !task->from_peer && task->actor.node() != node_id()) {
+    auto peer = peers_.find(task->actor.node());
+    when_dependencies_ready(task, [] {});
+    if (peer == peers_.end() || !peer->second->connection)
+      return fail_task(task, {"ActorDiedError", "actor " + task->actor.hex() + " lives on node " + std::to_string(task->actor.node()) +
+                                                    ", which is not in the cluster"});
+    return forward_task(*peer->second, task);
+  }
   // Calls keep their submission order: each waits for its arguments, then for the calls before it.
   auto actor_id = task->actor;
   when_dependencies_ready(task, [this, actor_id] {
@@ -114,9 +123,20 @@ void Node::dispatch_actor_calls(Actor& actor) {
   if (worker == workers_.end()) return;
   while (!actor.queued.empty()) {
     auto task = actor.queued.front();
-    bool ready = true;
-    for (const auto& d : task->deps) ready = ready && (objects_.is_ready(d) || !objects_.contains(d));
+    bool ready = true, fetching = false;
+    for (const auto& d : task->deps) {
+      ready = ready && (objects_.is_ready(d) || !objects_.contains(d));
+      fetching = fetching || needs_fetch(d);
+    }
     if (!ready) return;  // later calls wait behind it: order per actor is submission order
+    if (fetching && !task->finished) {
+      auto actor_id = actor.id;
+      return fetch_objects(task->deps, [this, actor_id, task](const std::string& error) {
+        if (!error.empty()) fail_task(task, {"ObjectLostError", "an argument of " + task->name + " could not be read: " + error});
+        auto found = actors_.find(actor_id);
+        if (found != actors_.end()) dispatch_actor_calls(*found->second);
+      });
+    }
     actor.queued.pop_front();
     if (task->finished) continue;
     actor.in_flight[task->id] = task;
@@ -159,6 +179,21 @@ void Node::get_actor(Call&& call) {
   auto name = service::as_str(call.param(0, "name"), "node.get_actor: argument 'name'");
   if (!name) return call.fail(name.error());
   auto it = named_actors_.find(std::string(*name));
+  if (it == named_actors_.end() && !options_.head && peers_.count(1)) {
+    // The head knows the names its own clients gave (drivers usually talk to the head).
+    ReplyBuilder request;
+    request.packer().pack_array(2);
+    request.packer().pack_array(1);
+    wire::pack_str(request.packer(), *name);
+    request.packer().pack_nil();
+    auto pending = std::make_shared<Call>(std::move(call));
+    return send_to_peer(1, std::move(request), "get_actor", [pending](Result<service::ReceivedReply> reply) {
+      if (!reply) return pending->fail(reply.error().kind, reply.error().message, "builtins.ValueError");
+      ReplyBuilder answer;
+      answer.packer().pack(reply->body());
+      pending->reply(std::move(answer));
+    });
+  }
   if (it == named_actors_.end())
     return call.fail(ErrorKind::failed, "no actor named '" + std::string(*name) + "' is alive", "builtins.ValueError");
   const auto& actor = *actors_.at(it->second);
@@ -181,6 +216,20 @@ void Node::kill_actor(Call&& call) {
   auto id = id_of(call, call.param(0, "id"), "node.kill_actor: argument 'id'");
   if (!id) return call.fail(id.error());
   auto it = actors_.find(*id);
+  if (it == actors_.end() && id->node() != node_id() && peers_.count(id->node())) {
+    ReplyBuilder request;  // the actor lives on its creator's node
+    request.packer().pack_array(2);
+    request.packer().pack_array(2);
+    pack_id(request.packer(), *id);
+    const auto* no_restart = call.param(1, "no_restart");
+    request.packer().pack(!no_restart || no_restart->type != msgpack::type::BOOLEAN || no_restart->via.boolean);
+    request.packer().pack_nil();
+    auto pending = std::make_shared<Call>(std::move(call));
+    return send_to_peer(id->node(), std::move(request), "kill_actor", [pending](Result<service::ReceivedReply> reply) {
+      if (!reply) return pending->fail(reply.error().kind, reply.error().message, "builtins.ValueError");
+      pending->reply_nil();
+    });
+  }
   if (it == actors_.end()) return call.fail(ErrorKind::failed, "no actor " + id->hex() + " on this node", "builtins.ValueError");
   auto& actor = *it->second;
   const auto* no_restart = call.param(1, "no_restart");
@@ -203,6 +252,15 @@ void Node::cancel(Call&& call) {
   if (it == tasks_.end() || it->second->kind != Task::Kind::function) return;
   auto task = it->second;
   task->cancelled = true;
+  if (task->forwarded_to) {  // the node running it cancels it and answers
+    ReplyBuilder request;
+    request.packer().pack_array(2);
+    request.packer().pack_array(2);
+    pack_id(request.packer(), *id);
+    request.packer().pack(force);
+    request.packer().pack_nil();
+    return send_to_peer(task->forwarded_to, std::move(request), "cancel", nullptr);
+  }
   bool running = false;
   for (auto& [worker_id, worker] : workers_)
     if (worker->task == task) {

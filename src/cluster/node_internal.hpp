@@ -17,6 +17,7 @@ struct Node::Client {
   std::uint32_t number = 0;  // the middle 4 bytes of the ids this client makes
   int pid = 0;
   std::uint64_t worker_id = 0;
+  std::uint32_t peer = 0;    // kind "node": the other node's id
   // Store objects node.get gave it to map, pinned until it says it unmapped them (counted).
   std::unordered_map<ObjectId, std::uint32_t> pinned_for_reading;
   std::unordered_set<ObjectId> unsealed;            // store objects it created and has not sealed
@@ -58,6 +59,29 @@ struct Node::Task {
   bool cancelled = false;
   bool finished = false;
   std::uint64_t worker = 0;
+  bool from_peer = false;            // another node forwarded it: it runs here, it is not sent on
+  std::uint32_t forwarded_to = 0;    // the node it was sent to (its answer is awaited)
+  std::vector<ObjectId> result_contained;  // ObjectRefs inside its returns (told to a forwarding node)
+};
+
+struct Node::Peer {
+  NodeInfo info;
+  std::shared_ptr<rpc::Connection> connection;  // one per pair of nodes, used both ways
+  bool connecting = false;
+  bool ready = false;  // its node service is up: it reported to the head, or it connected to us
+  std::unordered_set<std::string> functions_sent;   // function ids it has from us
+  std::unordered_map<ObjectId, TaskPtr> forwarded;  // tasks sent there, not answered yet
+};
+
+// An object coming from another node's store into ours, in pipelined chunks.
+struct Node::Transfer {
+  ObjectId id;
+  std::uint32_t from = 0;
+  std::uint64_t size = 0;
+  std::uint64_t requested = 0;  // bytes asked for so far
+  std::uint64_t received = 0;
+  bool finished = false;
+  std::vector<std::function<void(const std::string& error)>> waiters;
 };
 
 struct Node::Actor {
@@ -88,5 +112,7 @@ Result<ObjectId> id_of(service::Call& call, const msgpack::object* value, std::s
 Result<std::vector<ObjectId>> ids_of(service::Call& call, const msgpack::object* value, std::string_view what);
 void pack_id(wire::Packer& packer, const ObjectId& id);
 std::string describe_resources(const Resources& resources);  // "{CPU: 2.00, gpu: 1.00}"
+bool fits_in(const Resources& have, const Resources& wanted);
+Result<Resources> resources_of(const msgpack::object* value, std::string_view what);
 
 }  // namespace tether::cluster

@@ -17,6 +17,8 @@ std::string text_of(const msgpack::object* value) {
   return value && value->type == msgpack::type::STR ? std::string(value->via.str.ptr, value->via.str.size) : std::string();
 }
 
+}  // namespace
+
 Result<Resources> resources_of(const msgpack::object* value, std::string_view what) {
   Resources resources;
   if (!value || value->type == msgpack::type::NIL) return resources;
@@ -32,8 +34,6 @@ Result<Resources> resources_of(const msgpack::object* value, std::string_view wh
   }
   return resources;
 }
-
-}  // namespace
 
 std::string describe_resources(const Resources& resources) {
   std::string text = "{";
@@ -74,6 +74,7 @@ Result<Node::TaskPtr> Node::parse_task(Call& call, Client& submitter, bool actor
   if (!id) return id.error();
   task->id = *id;
   task->submitter = submitter.connection_id;
+  task->from_peer = submitter.peer != 0;
   task->name = text_of(service::field(map, "name"));
   if (!actor_method) {
     const auto* function = service::field(map, "function");
@@ -111,11 +112,14 @@ Result<Node::TaskPtr> Node::parse_task(Call& call, Client& submitter, bool actor
   for (const auto& r : task->returns)
     if (objects_.contains(r)) return Error{ErrorKind::bad_request, "return id " + r.hex() + " is in use"};
   if (tasks_.count(task->id)) return Error{ErrorKind::bad_request, "task id " + task->id.hex() + " is in use"};
+  if (task->from_peer) adopt_dep_values(call, service::field(map, "dep_values"), task->deps);
   return task;
 }
 
 // Makes the task's returns exist (held by the submitter) and keeps its arguments alive.
 void Node::when_dependencies_ready(const TaskPtr& task, std::function<void()> next) {
+  adopt_foreign(task->deps);
+  adopt_foreign(task->contained);
   for (const auto& r : task->returns) {
     objects_.add_pending(r);
     objects_.hold(r, task->submitter);
@@ -133,10 +137,11 @@ void Node::submit(Call&& call) {
   auto task = parse_task(call, *client, false);
   if (!task) return call.fail(task.error());
   (*task)->caller.emplace(std::move(call));
-  if (!fits_node((*task)->resources)) {
+  // A task from another node runs here; others may go to any node with room.
+  if ((*task)->from_peer ? !fits_node((*task)->resources) : !fits_cluster((*task)->resources)) {
     when_dependencies_ready(*task, [] {});
     return fail_task(*task, {"ResourceUnavailableError", "task " + (*task)->name + " needs " + describe_resources((*task)->resources) +
-                                                             " but this node has " + describe_resources(options_.resources)});
+                                                             " but no node has that: " + describe_cluster()});
   }
   when_dependencies_ready(*task, [this, task = *task] {
     if (task->finished) return;
@@ -145,21 +150,17 @@ void Node::submit(Call&& call) {
   });
 }
 
-bool Node::fits_node(const Resources& wanted) const {
+bool Node::fits_node(const Resources& wanted) const { return fits_in(options_.resources, wanted); }
+
+bool fits_in(const Resources& have, const Resources& wanted) {
   for (const auto& [name, amount] : wanted) {
-    auto it = options_.resources.find(name);
-    if (it == options_.resources.end() || it->second + 1e-9 < amount) return false;
+    auto it = have.find(name);
+    if (it == have.end() || it->second + 1e-9 < amount) return false;
   }
   return true;
 }
 
-bool Node::fits(const Resources& wanted) const {
-  for (const auto& [name, amount] : wanted) {
-    auto it = available_.find(name);
-    if (it == available_.end() || it->second + 1e-9 < amount) return false;
-  }
-  return true;
-}
+bool Node::fits(const Resources& wanted) const { return fits_in(available_, wanted); }
 
 void Node::take(const Resources& wanted, Resources& held) {
   for (const auto& [name, amount] : wanted) {
@@ -228,12 +229,32 @@ void Node::schedule() {
     }
     shape = queue.empty() ? ready_by_shape_.erase(shape) : std::next(shape);
   }
+  if (!peers_.empty()) forward_what_does_not_fit();
   std::size_t task_workers = 0;
   for (const auto& [id, worker] : workers_)
     if (!worker->actor && worker->state != Worker::State::dead && !worker->blocked) ++task_workers;
   while (waiting_for_worker > starting_task_workers_ && task_workers < options_.max_task_workers) {
     start_worker(std::nullopt);
     ++task_workers;
+  }
+}
+
+// Tasks that have no room here now go to nodes that have (a task is sent on once at most).
+void Node::forward_what_does_not_fit() {
+  for (auto shape = ready_by_shape_.begin(); shape != ready_by_shape_.end();) {
+    auto& queue = shape->second;
+    while (!queue.empty() && !fits(shape->first)) {
+      auto task = queue.front();
+      if (task->finished) {
+        queue.pop_front();
+        continue;
+      }
+      Peer* peer = task->from_peer ? nullptr : peer_for(shape->first);
+      if (!peer) break;
+      queue.pop_front();
+      forward_task(*peer, task);
+    }
+    shape = queue.empty() ? ready_by_shape_.erase(shape) : std::next(shape);
   }
 }
 
@@ -303,6 +324,24 @@ void Node::unblocked(Call&& call) {
 
 void Node::run_on(Worker& worker, const TaskPtr& task) {
   static const char* kinds[] = {"function", "actor_create", "actor_method"};
+  // Arguments in other nodes' stores come here first; the worker waits for them.
+  for (const auto& dep : task->deps) {
+    if (!needs_fetch(dep)) continue;
+    auto worker_id = worker.id;
+    return fetch_objects(task->deps, [this, worker_id, task](const std::string& error) {
+      auto it = workers_.find(worker_id);
+      if (it == workers_.end() || task->finished) return;
+      if (error.empty()) return run_on(*it->second, task);
+      auto& reserved = *it->second;
+      if (reserved.state == Worker::State::busy && reserved.task == task) {
+        give_back(reserved.held);
+        reserved.task = nullptr;
+        reserved.state = Worker::State::idle;
+      }
+      fail_task(task, {"ObjectLostError", "an argument of " + task->name + " could not be read: " + error});
+      schedule();
+    });
+  }
   task->worker = worker.id;
   ++task->attempts;
   ReplyBuilder request;
@@ -416,8 +455,16 @@ bool Node::read_task_result(const msgpack::object_map& map, const TaskPtr& task,
 void Node::answer_caller(const TaskPtr& task) {
   if (!task->caller) return;
   ReplyBuilder reply;
-  reply.packer().pack_array(static_cast<std::uint32_t>(task->returns.size()));
-  for (const auto& r : task->returns) pack_value(reply, r, nullptr);
+  auto& p = reply.packer();
+  if (task->from_peer) {  // another node's task: {"values": [...], "contained": [...]}
+    p.pack_map(2);
+    wire::pack_str(p, "contained");
+    p.pack_array(static_cast<std::uint32_t>(task->result_contained.size()));
+    for (const auto& c : task->result_contained) pack_id(p, c);
+    wire::pack_str(p, "values");
+  }
+  p.pack_array(static_cast<std::uint32_t>(task->returns.size()));
+  for (const auto& r : task->returns) pack_value(reply, r, nullptr, task->from_peer);
   task->caller->reply(std::move(reply));
   task->caller.reset();
 }
@@ -437,6 +484,8 @@ void Node::finish_task(const TaskPtr& task, const std::vector<ObjectValue>& valu
     task->finished = false;
     return fail_task(task, {"TaskCancelledError", "task " + task->name + " was cancelled"});
   }
+  adopt_foreign(contained);
+  task->result_contained = contained;
   // Answer first: the returns may be freed as soon as they are ready if nobody holds them.
   for (std::size_t i = 0; i < task->returns.size(); ++i) {
     auto value = i < values.size() ? values[i] : ObjectValue::failure("WorkerError", task->name + " returned fewer values than num_returns");

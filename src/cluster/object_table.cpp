@@ -17,10 +17,11 @@ ObjectValue ObjectValue::error_value(std::span<const std::byte> data) {
   return v;
 }
 
-ObjectValue ObjectValue::in_store(std::uint64_t size) {
+ObjectValue ObjectValue::in_store(std::uint64_t size, std::uint32_t node) {
   ObjectValue v;
   v.kind = Kind::shared_memory;
   v.size = size;
+  v.node = node;
   return v;
 }
 
@@ -110,6 +111,17 @@ void ObjectTable::unpin(const ObjectId& id) {
   free_if_unused(id);
 }
 
+std::size_t ObjectTable::lose_node(std::uint32_t node, const ObjectValue& lost) {
+  std::size_t count = 0;
+  for (auto& [id, entry] : entries_) {
+    if (!entry.ready || entry.value.kind != ObjectValue::Kind::shared_memory || entry.value.node != node) continue;
+    if (store_.contains(id)) continue;  // a local copy survives its source
+    entry.value = lost;
+    ++count;
+  }
+  return count;
+}
+
 void ObjectTable::wait(const std::shared_ptr<ObjectWaiter>& waiter) {
   for (const auto& id : waiter->ids) {
     auto it = entries_.find(id);
@@ -133,7 +145,9 @@ void ObjectTable::free_if_unused(const ObjectId& id) {
   if (!entry.ready || entry.holds > 0 || entry.pins > 0) return;
   if (entry.value.kind == ObjectValue::Kind::shared_memory) store_.remove(id);
   auto contained = std::move(entry.contained);
+  auto value = std::move(entry.value);
   entries_.erase(it);
+  if (on_free) on_free(id, value);
   for (const auto& inner : contained) unpin(inner);
 }
 

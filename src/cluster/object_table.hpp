@@ -26,12 +26,13 @@ struct ObjectValue {
   Kind kind = Kind::inline_bytes;
   std::shared_ptr<const std::vector<std::byte>> bytes;  // inline_bytes and error: the serialized value
   std::uint64_t size = 0;                               // shared_memory: the object's size in the store
+  std::uint32_t node = 0;  // shared_memory: the node whose store has it (0: this node's)
   std::string failure_type;
   std::string failure_message;
 
   static ObjectValue inline_value(std::span<const std::byte> data);
   static ObjectValue error_value(std::span<const std::byte> data);
-  static ObjectValue in_store(std::uint64_t size);
+  static ObjectValue in_store(std::uint64_t size, std::uint32_t node = 0);
   static ObjectValue failure(std::string type, std::string message);
 };
 
@@ -50,6 +51,9 @@ struct ObjectWaiter {
 class ObjectTable {
  public:
   explicit ObjectTable(store::ObjectStore& store) : store_(store) {}
+  // Runs when an entry is freed (after its local store copy is removed), for the node to tell the
+  // nodes that keep the object or its owner's reference for it.
+  std::function<void(const ObjectId&, const ObjectValue&)> on_free;
 
   // A task's return: known, not produced yet.
   void add_pending(const ObjectId& id);
@@ -70,6 +74,10 @@ class ObjectTable {
   // Registers a waiter; it finishes at once if enough objects are ready. Unknown ids count as
   // ready (their get answers with an error), so a waiter never waits for what cannot come.
   void wait(const std::shared_ptr<ObjectWaiter>& waiter);
+
+  // Ready objects whose only copy was in `node`'s store (a node that died) become `lost`, unless
+  // this node's store has a copy. Returns how many.
+  std::size_t lose_node(std::uint32_t node, const ObjectValue& lost);
 
   std::size_t size() const { return entries_.size(); }
   std::size_t held_by(ClientId client) const;

@@ -35,15 +35,17 @@ struct Arguments {
   std::size_t prestart = 0;
   double idle_worker_seconds = 30;
   double ns_sweep_seconds = 10;
+  std::string join;  // --address: the head to join; empty for the head itself
 };
 
 [[noreturn]] void usage(const std::string& problem) {
   std::cerr << "tetherd: " << problem << "\n"
-            << "usage: tetherd --head [--host H] [--port P] [--num-cpus N] [--resource NAME=AMOUNT]...\n"
+            << "usage: tetherd (--head | --address HEAD_HOST:PORT) [--host H] [--port P] [--num-cpus N] [--resource NAME=AMOUNT]...\n"
                "               [--session-dir DIR] [--secret-file FILE] [--python PATH] [--object-store-memory BYTES]\n"
                "               [--prestart-workers N] [--idle-worker-timeout SECONDS] [--ns-sweep-interval SECONDS]\n"
                "               [--watch-stdin]\n"
-               "The secret comes from --secret-file, else $TETHER_SECRET, else a new one is written to DIR/secret.\n";
+               "The secret comes from --secret-file, else $TETHER_SECRET, else (for a head) a new one is written\n"
+               "to DIR/secret. A node that joins needs the cluster's secret.\n";
   std::exit(2);
 }
 
@@ -67,6 +69,7 @@ Arguments parse(int argc, char** argv) {
       return argv[++i];
     };
     if (arg == "--head") head = true;
+    else if (arg == "--address") a.join = value();
     else if (arg == "--host") a.host = value();
     else if (arg == "--port") a.port = static_cast<int>(number(value(), "--port"));
     else if (arg == "--num-cpus") a.num_cpus = number(value(), "--num-cpus");
@@ -85,7 +88,7 @@ Arguments parse(int argc, char** argv) {
     else if (arg == "--ns-sweep-interval") a.ns_sweep_seconds = number(value(), "--ns-sweep-interval");
     else usage("unknown option " + arg);
   }
-  if (!head) usage("only --head is supported by this version (one node per cluster)");
+  if (head == !a.join.empty()) usage("give exactly one of --head (start a cluster) and --address (join one)");
   if (a.port > 65535) usage("--port must be at most 65535");
   if (a.num_cpus == 0) a.num_cpus = std::max(1u, std::thread::hardware_concurrency());
   a.resources["CPU"] = a.num_cpus;
@@ -113,11 +116,48 @@ std::string read_secret(const Arguments& a, const std::filesystem::path& session
     return secret;
   }
   if (const char* env = std::getenv("TETHER_SECRET"); env && *env) return env;
+  if (!a.join.empty()) usage("joining a cluster needs its secret: --secret-file or $TETHER_SECRET");
   auto secret = random_hex(32);
   auto path = session_dir / "secret";
   { std::ofstream(path) << secret << "\n"; }
   std::filesystem::permissions(path, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
   return secret;
+}
+
+struct Joined {
+  std::shared_ptr<rpc::Connection> head;
+  std::uint32_t node_id = 0;
+  std::vector<cluster::NodeInfo> directory;
+};
+
+// Connects to the head and joins its cluster (node.join): our node id and its directory.
+Result<Joined> join_cluster(rpc::Runtime& runtime, const Arguments& a, const std::string& advertised, const rpc::AuthConfig& auth,
+                            const rpc::ConnectionOptions& options, std::shared_ptr<rpc::RequestHandler> host) {
+  auto endpoint = net::parse_host_port(a.join);
+  if (!endpoint) return Error{ErrorKind::bad_request, "bad --address: " + endpoint.error().message};
+  auto head = rpc::connect(runtime, *endpoint, auth, options, std::move(host), std::chrono::seconds(10));
+  if (!head) return head.error();
+  service::ReplyBuilder request;
+  request.packer().pack_array(2);
+  request.packer().pack_array(2);
+  wire::pack_str(request.packer(), advertised);
+  request.pack_resources(a.resources);
+  request.packer().pack_nil();
+  std::promise<Result<service::ReceivedReply>> answered;
+  auto answer = answered.get_future();
+  auto sink = std::make_shared<service::ReplyHandler>([&answered](Result<service::ReceivedReply> reply) { answered.set_value(std::move(reply)); });
+  auto sent = (*head)->call(request.take_request("node", "join"), sink);
+  if (!sent) return sent.error();
+  if (answer.wait_for(std::chrono::seconds(10)) != std::future_status::ready) return Error{ErrorKind::timeout, "the head did not answer node.join"};
+  auto reply = answer.get();
+  if (!reply) return reply.error();
+  const auto& body = reply->body();
+  const auto* id = body.type == msgpack::type::MAP ? service::field(body.via.map, "node_id") : nullptr;
+  const auto* nodes = body.type == msgpack::type::MAP ? service::field(body.via.map, "nodes") : nullptr;
+  if (!id || id->type != msgpack::type::POSITIVE_INTEGER || !nodes) return Error{ErrorKind::bad_request, "the head's answer to node.join was not understood"};
+  auto directory = cluster::Node::read_directory(*nodes);
+  if (!directory) return directory.error();
+  return Joined{*head, static_cast<std::uint32_t>(id->via.u64), std::move(*directory)};
 }
 
 std::uint64_t default_store_bytes() {
@@ -164,16 +204,58 @@ int main(int argc, char** argv) {
   node_options.idle_worker_timeout = std::chrono::milliseconds(static_cast<long long>(args.idle_worker_seconds * 1000));
   node_options.on_shutdown_requested = request_stop;
 
+  rpc::AuthConfig auth{secret, false, false};
+  rpc::ConnectionOptions connection_options;
+  connection_options.idle_timeout = std::chrono::hours(24 * 365);  // clients may sit idle; heartbeats still run
+  auto tcp_endpoint = net::parse_host_port(args.host.find(':') != std::string::npos ? "[" + args.host + "]:" + std::to_string(args.port)
+                                                                                  : args.host + ":" + std::to_string(args.port));
+  if (!tcp_endpoint) usage("bad --host/--port: " + tcp_endpoint.error().message);
+  // Nobody knows this port before the node is in `host`: the head lists a joining node only
+  // after its first report.
+  auto tcp = rpc::Listener::listen(*runtime, *tcp_endpoint, auth, connection_options, host);
+  if (!tcp) {
+    std::cerr << "tetherd: " << tcp.error().message << std::endl;
+    return 1;
+  }
+  node_options.address = (*tcp)->endpoint().to_string();
+  Joined joined;
+  if (!args.join.empty()) {
+    auto result = join_cluster(*runtime, args, node_options.address, auth, connection_options, host);
+    if (!result) {
+      std::cerr << "tetherd: cannot join the cluster at " << args.join << ": " << result.error().message << std::endl;
+      return 1;
+    }
+    joined = std::move(*result);
+    node_options.node_id = joined.node_id;
+    node_options.head = false;
+  }
+  std::weak_ptr<rpc::Runtime> weak_runtime = runtime;
+  node_options.connect = [weak_runtime, auth, connection_options, host](const std::string& address, cluster::NodeOptions::Connected done) {
+    // rpc::connect blocks, so it runs on a thread of its own; the answer goes back to the io thread.
+    std::thread([=] {
+      auto runtime = weak_runtime.lock();
+      auto endpoint = net::parse_host_port(address);
+      if (!runtime) return;
+      auto connection = endpoint ? rpc::connect(*runtime, *endpoint, auth, connection_options, host, std::chrono::seconds(10))
+                                 : Result<std::shared_ptr<rpc::Connection>>(endpoint.error());
+      asio::post(runtime->context(), [done, connection] { done(connection); });
+    }).detach();
+  };
+
   // The node and everything it starts live on the io thread.
   std::unique_ptr<cluster::Node> node;
   std::unique_ptr<cluster::NameService> names;  // the head keeps the cluster's name server
   std::promise<void> built;
   asio::post(runtime->context(), [&] {
     node = std::make_unique<cluster::Node>(runtime->context(), node_options, *object_store);
-    names = std::make_unique<cluster::NameService>(
-        runtime->context(), std::chrono::milliseconds(static_cast<long long>(args.ns_sweep_seconds * 1000)));
     host->add(*node);
-    host->add(*names);
+    if (node_options.head) {
+      names = std::make_unique<cluster::NameService>(
+          runtime->context(), std::chrono::milliseconds(static_cast<long long>(args.ns_sweep_seconds * 1000)));
+      host->add(*names);
+    } else {
+      node->attach_to_head(joined.head, joined.directory);
+    }
     built.set_value();
   });
   built.get_future().get();
@@ -182,19 +264,12 @@ int main(int argc, char** argv) {
   signals.async_wait([&](std::error_code e, int) {
     if (!e) request_stop();
   });
-  rpc::AuthConfig auth{secret, false, false};
-  rpc::ConnectionOptions connection_options;
-  connection_options.idle_timeout = std::chrono::hours(24 * 365);  // clients may sit idle; heartbeats still run
-  auto tcp_endpoint = net::parse_host_port(args.host.find(':') != std::string::npos ? "[" + args.host + "]:" + std::to_string(args.port)
-                                                                                  : args.host + ":" + std::to_string(args.port));
-  if (!tcp_endpoint) usage("bad --host/--port: " + tcp_endpoint.error().message);
-  auto tcp = rpc::Listener::listen(*runtime, *tcp_endpoint, auth, connection_options, host);
   auto local = rpc::Listener::listen(*runtime, unix_endpoint, auth, connection_options, host);
-  if (!tcp || !local) {
-    std::cerr << "tetherd: " << (!tcp ? tcp.error().message : local.error().message) << std::endl;
+  if (!local) {
+    std::cerr << "tetherd: " << local.error().message << std::endl;
     return 1;
   }
-  std::cout << "TETHERD READY tcp=" << (*tcp)->endpoint().to_string() << " unix=" << socket_path
+  std::cout << "TETHERD READY tcp=" << (*tcp)->endpoint().to_string() << " unix=" << socket_path << " node=" << node_options.node_id
             << " session=" << session << " dir=" << args.session_dir.string() << std::endl;
 
   std::thread stdin_watch;
@@ -215,7 +290,7 @@ int main(int argc, char** argv) {
   std::promise<void> stopped;
   asio::post(runtime->context(), [&] {
     node->stop_workers(std::chrono::milliseconds(1000));
-    names->stop();
+    if (names) names->stop();
     std::error_code ignored;
     signals.cancel(ignored);  // nothing left to wait for: the io context can drain and end
     stopped.set_value();

@@ -109,16 +109,59 @@ const msgpack::object* Call::param(std::size_t index, std::string_view name) con
   return kwarg(name);
 }
 
-Result<std::span<const std::byte>> Call::bytes_of(const msgpack::object& value, std::string_view what) const {
+namespace {
+
+Result<std::span<const std::byte>> bytes_in(const msgpack::object& value, const std::vector<std::span<const std::byte>>& segments,
+                                            std::string_view what) {
   if (value.type == msgpack::type::BIN)
     return std::span(reinterpret_cast<const std::byte*>(value.via.bin.ptr), value.via.bin.size);
   if (value.type == msgpack::type::EXT && value.via.ext.type() == kSegmentExt && value.via.ext.size == 4) {
     std::uint32_t index = 0;
     for (int i = 0; i < 4; ++i) index |= std::uint32_t(static_cast<std::uint8_t>(value.via.ext.data()[i])) << (8 * i);
-    if (index < segments_.size()) return segments_[index];
+    if (index < segments.size()) return segments[index];
     return Error{ErrorKind::bad_request, std::string(what) + ": segment index out of range"};
   }
   return Error{ErrorKind::bad_request, std::string(what) + " must be bytes, got " + std::string(type_name(value))};
+}
+
+}  // namespace
+
+Result<std::span<const std::byte>> Call::bytes_of(const msgpack::object& value, std::string_view what) const {
+  return bytes_in(value, segments_, what);
+}
+
+// ---- ReceivedReply ----
+
+Result<ReceivedReply> ReceivedReply::parse(wire::Frame&& frame) {
+  if (frame.header.type == wire::MessageType::error) {
+    auto error = wire::unpack_error_body(frame.body_span());
+    return Error{error.kind, error.message};
+  }
+  ReceivedReply reply;
+  reply.frame_ = std::make_shared<wire::Frame>(std::move(frame));
+  std::span<const std::byte> main = reply.frame_->body_span();
+  if (reply.frame_->header.flags & wire::kSegments) {
+    auto split = wire::split_segments(*reply.frame_);
+    if (!split) return split.error();
+    main = split->main;
+    reply.segments_ = std::move(split->segments);
+  }
+  auto body = wire::unpack_body(main);
+  if (!body) return body.error();
+  reply.body_ = std::move(*body);
+  return reply;
+}
+
+Result<std::span<const std::byte>> ReceivedReply::bytes_of(const msgpack::object& value, std::string_view what) const {
+  return bytes_in(value, segments_, what);
+}
+
+void ReplyHandler::on_frame(wire::Frame&& frame) {
+  if (auto handler = std::exchange(handler_, nullptr)) handler(ReceivedReply::parse(std::move(frame)));
+}
+
+void ReplyHandler::on_failure(const Error& error) {
+  if (auto handler = std::exchange(handler_, nullptr)) handler(error);
 }
 
 void Call::reply(ReplyBuilder&& reply) {

@@ -120,6 +120,33 @@ class ServiceHost final : public rpc::RequestHandler {
   std::map<std::string, Service*, std::less<>> services_;
 };
 
+// A reply to a request a service sent to a peer: the body parsed and its out-of-band segments
+// resolved. An ERROR frame, or a body that does not parse, becomes the Error.
+class ReceivedReply {
+ public:
+  static Result<ReceivedReply> parse(wire::Frame&& frame);
+  const msgpack::object& body() const { return body_.get(); }
+  // The bytes of a bin or ext 5 (segment) value, valid while this reply lives.
+  Result<std::span<const std::byte>> bytes_of(const msgpack::object& value, std::string_view what) const;
+
+ private:
+  std::shared_ptr<wire::Frame> frame_;
+  msgpack::object_handle body_;
+  std::vector<std::span<const std::byte>> segments_;
+};
+
+// Delivers the outcome of one request a service sent, once (a reply, an error, or the failure).
+class ReplyHandler final : public rpc::ReplySink {
+ public:
+  using Handler = std::function<void(Result<ReceivedReply>)>;
+  explicit ReplyHandler(Handler handler) : handler_(std::move(handler)) {}
+  void on_frame(wire::Frame&& frame) override;
+  void on_failure(const Error& error) override;
+
+ private:
+  Handler handler_;
+};
+
 // Helpers for reading arguments: each names what it expected in its error.
 std::string_view type_name(const msgpack::object& value);
 Result<std::string_view> as_str(const msgpack::object* value, std::string_view what);
