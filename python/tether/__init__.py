@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from . import _core
 from ._private import hooks as _hooks
-from .cluster import (ActorClass, ActorHandle, ObjectRef, RemoteFunction, cancel, cluster_address, cluster_resources,
-                      get, get_actor, init, is_initialized, kill, put, remote, shutdown, wait)
+from .cluster import (ActorClass, ActorHandle, ObjectRef, RemoteFunction, available_resources, cancel, cluster_address,
+                      cluster_resources, get, get_actor, init, is_initialized, kill, nodes, put, remote, shutdown, wait)
 from .codec import register_type
 from .errors import (ActorDiedError, AuthenticationError, CallTimeoutError, CommunicationError, ConnectionClosedError,
                      GetTimeoutError, NoSuchObjectError, ObjectFreedError, ObjectLostError, ObjectStoreFullError,
@@ -26,7 +26,7 @@ __all__ = [
     "ActorClass", "ActorDiedError", "Executor", "call", "map", "ActorHandle", "GetTimeoutError", "ObjectFreedError", "ObjectLostError", "ObjectRef",
     "ObjectStoreFullError", "RemoteFunction", "ResourceUnavailableError", "TaskCancelledError", "TaskError",
     "WorkerCrashedError", "WorkerError", "cancel", "cluster_address", "cluster_resources", "get", "get_actor", "init",
-    "is_initialized", "kill", "put", "remote", "shutdown", "wait",
+    "is_initialized", "kill", "put", "remote", "shutdown", "wait", "nodes", "available_resources",
     "AuthenticationError", "CallTimeoutError", "CommunicationError", "ConnectionClosedError", "Future",
     "NameServer", "NoSuchObjectError", "ProtocolError", "Proxy", "RemoteError", "Server", "TetherError", "expose", "locate_ns",
     "oneway", "register_type",

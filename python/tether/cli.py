@@ -27,25 +27,34 @@ def _ns(args) -> int:
 def _start(args) -> int:
     from ._private import launcher
 
-    if args.address:
-        print("tether start: joining a cluster as another node (--address) is not supported yet; "
-              "this version runs one node per cluster", file=sys.stderr)
-        return 2
-    if not args.head:
+    if args.head == bool(args.address):
         print("tether start: give --head (start a cluster) or --address HOST:PORT (join one)", file=sys.stderr)
         return 2
     record = launcher.read_record()
-    if record and _alive(record.get("pid")):
+    secret = os.environ.get("TETHER_SECRET")
+    if args.address and not secret:
+        # On the head's machine the record has the secret; elsewhere TETHER_SECRET must.
+        secret = (record or {}).get("secret") if (record or {}).get("address") == args.address else None
+        if not secret:
+            print("tether start: joining a cluster needs its secret in TETHER_SECRET", file=sys.stderr)
+            return 2
+    if args.head and record and _alive(record.get("pid")):
         print(f"tether start: a cluster is already running at {record['address']} (tether stop first)", file=sys.stderr)
         return 1
     try:
         resources = json.loads(args.resources) if args.resources else None
         if resources is not None and not isinstance(resources, dict):
             raise ValueError("--resources must be a JSON object such as '{\"gpu\": 2}'")
-        info = launcher.start_detached(args.host, args.port, args.num_cpus, resources, args.object_store_memory)
+        port = args.port if args.port is not None else (0 if args.address else 6380)
+        info = launcher.start_detached(args.host, port, args.num_cpus, resources, args.object_store_memory,
+                                       secret=secret, join=args.address)
     except (ValueError, RuntimeError) as exc:
         print(f"tether start: {exc}", file=sys.stderr)
         return 1
+    if args.address:
+        print(f"tether node {info['node_id']} joined the cluster at {args.address}: listening at {info['address']} "
+              f"(daemon pid {info['pid']}, log {info['log']}); it stops when the head stops")
+        return 0
     print(f"tether cluster started at {info['address']} (daemon pid {info['pid']}, log {info['log']})")
     print("join it with tether.init(address=\"auto\") on this machine, or elsewhere with")
     print(f"  tether.init(address=\"{info['address']}\") and TETHER_SECRET set to the secret in {launcher.record_path()}")
@@ -96,6 +105,8 @@ def _status(args) -> int:
         print(json.dumps(status, indent=2, default=repr))
         return 0
     print(f"node {status['node_id']}: {status['clients']} clients")
+    for node_id, address, total, available in status.get("nodes", []):
+        print(f"  node {node_id} at {address}: " + ", ".join(f"{k} {available.get(k, 0):g}/{v:g} free" for k, v in total.items()))
     print("resources: " + ", ".join(f"{k} {status['available'].get(k, 0):g}/{v:g} free" for k, v in status["resources"].items()))
     states = {}
     for worker in status["workers"]:
@@ -159,9 +170,9 @@ def main(argv=None) -> int:
 
     start = commands.add_parser("start", help="start a cluster node daemon (tetherd) in the background")
     start.add_argument("--head", action="store_true", help="start a new cluster")
-    start.add_argument("--address", default=None, help="join the cluster at HOST:PORT (not supported yet)")
-    start.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    start.add_argument("--port", type=int, default=6380)
+    start.add_argument("--address", default=None, help="join the cluster whose head is at HOST:PORT")
+    start.add_argument("--host", default="127.0.0.1", help="address to listen on (and that other nodes reach)")
+    start.add_argument("--port", type=int, default=None, help="port (default: 6380 for a head, any free one to join)")
     start.add_argument("--num-cpus", type=int, default=None)
     start.add_argument("--resources", default=None, help='custom resources as JSON, e.g. \'{"gpu": 1}\'')
     start.add_argument("--object-store-memory", type=int, default=None, help="bytes of shared memory for objects")

@@ -102,8 +102,30 @@ def cluster_address() -> str:
     return address
 
 
+def nodes() -> list[dict]:
+    """The cluster's nodes as the head's directory lists them (the connected node's view):
+    [{"node_id", "address", "resources", "available"}, ...]."""
+    status = cluster_state.client().call("status")
+    return [{"node_id": node_id, "address": address, "resources": dict(total), "available": dict(available)}
+            for node_id, address, total, available in status["nodes"]]
+
+
 def cluster_resources() -> dict:
-    return dict(cluster_state.client().resources)
+    """The resources of every node together, as Ray's ray.cluster_resources()."""
+    total: dict = {}
+    for node in nodes():
+        for name, amount in node["resources"].items():
+            total[name] = total.get(name, 0.0) + amount
+    return total
+
+
+def available_resources() -> dict:
+    """The resources free now on every node together (other nodes' as last reported)."""
+    total: dict = {}
+    for node in nodes():
+        for name, amount in node["available"].items():
+            total[name] = total.get(name, 0.0) + amount
+    return total
 
 
 # ---- objects ----

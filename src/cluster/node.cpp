@@ -222,7 +222,8 @@ void Node::seal(Call&& call) {
 }
 
 // One object as a reply value: {"inline": bytes} | {"shm": [name, size, pinned]} | {"error": bytes} |
-// {"failure": [type, message]}, or for another node {"at": [node, size]} instead of "shm".
+// {"failure": [type, message]} | {"remote": size} (in another node's store: node.get brings it
+// here); for another node, {"at": [node, size]} instead of "shm" and "remote".
 void Node::pack_value(ReplyBuilder& reply, const ObjectId& id, Client* reader, bool for_peer) {
   auto& p = reply.packer();
   const auto* value = objects_.value(id);
@@ -256,6 +257,11 @@ void Node::pack_value(ReplyBuilder& reply, const ObjectId& id, Client* reader, b
     wire::pack_str(p, "at");
     p.pack_array(2);
     p.pack_uint32(value->node ? value->node : options_.node_id);
+    p.pack_uint64(value->size);
+    return;
+  }
+  if (!reader && needs_fetch(id)) {  // in another node's store: the client asks node.get, which fetches it
+    wire::pack_str(p, "remote");
     p.pack_uint64(value->size);
     return;
   }

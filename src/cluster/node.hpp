@@ -167,6 +167,7 @@ class Node final : public service::Service {
   void arm_reporter();
   void send_report();
   Peer* peer_for(const Resources& shape);   // a node with room for it now, or nullptr
+  static bool usable(const Peer& peer);     // connected, and its node service is up
   bool fits_cluster(const Resources& wanted) const;
   std::string describe_cluster() const;
   void forward_task(Peer& peer, const TaskPtr& task);

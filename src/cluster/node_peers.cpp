@@ -257,15 +257,17 @@ void Node::send_to_peer(std::uint32_t node, ReplyBuilder&& request, const std::s
                         std::function<void(Result<ReceivedReply>)> handler) {
   auto it = peers_.find(node);
   auto connection = it == peers_.end() ? nullptr : it->second->connection;
-  if (!connection || !connection->is_open()) {
-    if (handler) handler(Error{ErrorKind::disconnected, "node " + std::to_string(node) + " is not connected to this node"});
-    return;
-  }
+  // A failure is reported later, never from inside this call: callers may be iterating queues.
+  auto fail_later = [this, &handler](Error error) {
+    if (handler) asio::post(io_, [handler, error] { handler(error); });
+  };
+  if (!connection || !connection->is_open())
+    return fail_later(Error{ErrorKind::disconnected, "node " + std::to_string(node) + " is not connected to this node"});
   auto frame = request.take_request("node", method);
   if (!handler) frame.header.flags |= wire::kOneway;
   auto sink = handler ? std::make_shared<service::ReplyHandler>(handler) : nullptr;
   auto sent = connection->call(std::move(frame), sink);
-  if (!sent && handler) handler(sent.error());
+  if (!sent) fail_later(sent.error());
 }
 
 void Node::send_ids(std::uint32_t node, const std::string& method, const std::vector<ObjectId>& ids,
@@ -277,10 +279,12 @@ void Node::send_ids(std::uint32_t node, const std::string& method, const std::ve
 
 // ---- placing tasks on other nodes ----
 
+bool Node::usable(const Peer& peer) { return peer.ready && peer.connection && peer.connection->is_open(); }
+
 bool Node::fits_cluster(const Resources& wanted) const {
   if (fits_node(wanted)) return true;
   for (const auto& [id, peer] : peers_)
-    if (peer->connection && peer->ready && fits_in(peer->info.resources, wanted)) return true;
+    if (usable(*peer) && fits_in(peer->info.resources, wanted)) return true;
   return false;
 }
 
@@ -294,7 +298,7 @@ Node::Peer* Node::peer_for(const Resources& shape) {
   Peer* best = nullptr;
   double best_cpus = -1;
   for (auto& [id, peer] : peers_) {
-    if (!peer->connection || !peer->ready || !fits_in(peer->info.available, shape)) continue;
+    if (!usable(*peer) || !fits_in(peer->info.available, shape)) continue;
     auto cpus = peer->info.available.count("CPU") ? peer->info.available.at("CPU") : 0.0;
     if (cpus > best_cpus) best = peer.get(), best_cpus = cpus;
   }

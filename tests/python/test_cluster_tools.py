@@ -165,13 +165,51 @@ def _gone(pid, limit=10.0):
     return False
 
 
-def test_start_refuses_to_join_and_asks_for_head(tmp_path):
-    """Joining as a second node is refused with a clear message (one node per cluster for now)."""
+def test_start_address_joins_a_second_node(tmp_path):
+    """tether start --address joins the recorded head as node 2 (its secret comes from the record
+    on the head's machine); status lists both; stopping the head stops the joined node too."""
     env = dict(os.environ, TETHER_STATE_DIR=str(tmp_path))
-    joined = _tether(["start", "--address", "127.0.0.1:1"], env)
-    assert joined.returncode == 2 and "not supported yet" in joined.stderr
+    env.pop("TETHER_ADDRESS", None)
+    env.pop("TETHER_SECRET", None)
+    started = _tether(["start", "--head", "--port", "0", "--num-cpus", "1"], env)
+    assert started.returncode == 0, started.stderr
+    head_address = started.stdout.split("started at ")[1].split()[0]
+    try:
+        joined = _tether(["start", "--address", head_address, "--num-cpus", "1", "--resources", '{"disk": 3}'], env)
+        assert joined.returncode == 0, joined.stderr
+        assert "tether node 2 joined" in joined.stdout
+        node_pid = int(joined.stdout.split("daemon pid ")[1].split(",")[0])
+        deadline = time.monotonic() + 30
+        while True:
+            status = _tether(["status"], env)
+            if "disk 3/3 free" in status.stdout or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert status.returncode == 0, status.stderr
+        assert "node 2 at 127.0.0.1:" in status.stdout and "disk 3/3 free" in status.stdout
+    finally:
+        stopped = _tether(["stop"], env)
+    assert stopped.returncode == 0, stopped.stderr
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(node_pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the joined node did not stop with its head")
+
+
+def test_start_needs_a_role_and_joining_needs_the_secret(tmp_path):
+    env = dict(os.environ, TETHER_STATE_DIR=str(tmp_path))
+    env.pop("TETHER_SECRET", None)
     neither = _tether(["start"], env)
     assert neither.returncode == 2 and "--head" in neither.stderr
+    no_secret = _tether(["start", "--address", "127.0.0.1:1"], env)
+    assert no_secret.returncode == 2 and "TETHER_SECRET" in no_secret.stderr
+    unreachable = _tether(["start", "--address", "127.0.0.1:1"], dict(env, TETHER_SECRET="s"))
+    assert unreachable.returncode == 1 and "cannot join the cluster at 127.0.0.1:1" in unreachable.stderr
 
 
 def test_run_runs_a_script_on_a_local_cluster(tmp_path):

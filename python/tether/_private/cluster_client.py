@@ -282,6 +282,8 @@ class ClusterClient:
             return deserialize(entry["inline"])
         if "shm" in entry:
             return deserialize(self._mapping(entry["shm"], object_id))
+        if "remote" in entry and object_id is not None:  # in another node's store: node.get fetches it
+            return self.value_of(self.call("get", [object_id], None)[0], object_id)
         if "error" in entry:
             cause, traceback_text, task_name = deserialize(entry["error"])
             raise errors.as_instance_of_cause(cause, traceback_text, task_name)

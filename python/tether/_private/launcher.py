@@ -39,11 +39,13 @@ def worker_pythonpath() -> str:
     return os.pathsep.join(dict.fromkeys(entries))
 
 
-def daemon_command(num_cpus, resources, object_store_memory, host="127.0.0.1", port=0, prestart=None):
+def daemon_command(num_cpus, resources, object_store_memory, host="127.0.0.1", port=0, prestart=None, join=None):
+    """The tetherd command line: a head, or with `join` ("host:port" of a head) a node joining it."""
     cpus = num_cpus if num_cpus is not None else (os.cpu_count() or 1)
     if cpus < 1:
         raise ValueError("num_cpus must be at least 1")
-    command = [tetherd_path(), "--head", "--host", host, "--port", str(port), "--num-cpus", str(cpus),
+    role = ["--address", join] if join else ["--head"]
+    command = [tetherd_path(), *role, "--host", host, "--port", str(port), "--num-cpus", str(cpus),
                "--python", sys.executable, "--prestart-workers", str(cpus if prestart is None else prestart)]
     for name, amount in (resources or {}).items():
         if name == "CPU":
@@ -63,7 +65,7 @@ def parse_ready(line: str) -> dict:
         raise RuntimeError(f"tetherd did not start: {line.strip() or 'no output'}")
     fields = dict(part.split("=", 1) for part in line.split()[2:])
     return {"address": fields["tcp"], "node_socket": fields["unix"], "session": fields["session"],
-            "session_dir": fields["dir"]}
+            "session_dir": fields["dir"], "node_id": int(fields.get("node", 1))}
 
 
 def unix_uri(path: str) -> str:
@@ -84,11 +86,12 @@ def _pump(stream):
             pass  # the driver's stdout is closed: worker output is dropped, not an error
 
 
-def start_embedded(num_cpus=None, resources=None, object_store_memory=None):
+def start_embedded(num_cpus=None, resources=None, object_store_memory=None, join=None, secret=None):
     """A daemon that lives as long as this process (it watches our end of its stdin) and whose
-    workers' output comes to our stdout. Returns (process, info)."""
-    secret = secrets.token_hex(32)
-    command = daemon_command(num_cpus, resources, object_store_memory) + ["--watch-stdin"]
+    workers' output comes to our stdout. Returns (process, info). With `join` (and the cluster's
+    `secret`) the daemon joins that cluster's head as one more node."""
+    secret = secret or secrets.token_hex(32)
+    command = daemon_command(num_cpus, resources, object_store_memory, join=join) + ["--watch-stdin"]
     env = dict(os.environ, TETHER_SECRET=secret, PYTHONPATH=worker_pythonpath())
     daemon = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, start_new_session=True)
     try:
@@ -102,13 +105,14 @@ def start_embedded(num_cpus=None, resources=None, object_store_memory=None):
     return daemon, info
 
 
-def start_detached(host, port, num_cpus, resources, object_store_memory, secret=None) -> dict:
-    """`tether start --head`: a daemon that outlives this process; its output goes to a log file."""
+def start_detached(host, port, num_cpus, resources, object_store_memory, secret=None, join=None) -> dict:
+    """`tether start --head` (or `--address`, with `join`): a daemon that outlives this process;
+    its output goes to a log file. A head is recorded for status, stop and init("auto")."""
     secret = secret or os.environ.get("TETHER_SECRET") or secrets.token_hex(32)
     record = record_path()
     record.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     log_path = record.parent / f"tetherd-{int(time.time())}-{os.getpid()}.log"
-    command = daemon_command(num_cpus, resources, object_store_memory, host, port)
+    command = daemon_command(num_cpus, resources, object_store_memory, host, port, join=join)
     env = dict(os.environ, TETHER_SECRET=secret, PYTHONPATH=worker_pythonpath())
     with open(log_path, "wb") as log:
         daemon = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
@@ -126,6 +130,8 @@ def start_detached(host, port, num_cpus, resources, object_store_memory, secret=
         raise RuntimeError("tetherd did not report ready within 15 s")
     info = parse_ready(first[0])
     info.update(secret=secret, pid=daemon.pid, log=str(log_path))
+    if join:
+        return info
     fd = os.open(record, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
         json.dump(info, out)

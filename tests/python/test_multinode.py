@@ -1,0 +1,290 @@
+"""Several nodes on one machine: a head (started by tether.init) and other tetherd daemons that
+join it with --address, each with its own port and its own shared memory. Tasks spread over the
+nodes, custom resources route a task to the node that has them, objects made on one node are
+read on another, actors are called from any node, and a node whose daemon is killed takes only
+its own objects with it: its running tasks are retried elsewhere.
+
+Tasks that must stay running wait for a gate file the test creates, so no test depends on timing."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tether
+from tether._private import cluster_state, launcher
+from tether._private.cluster_client import ClusterClient
+
+TIMEOUT = 60
+
+
+def eventually(predicate, timeout=TIMEOUT, interval=0.02):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
+class Node:
+    """A tetherd that joined the test's head; ended (and its leftovers removed) by `stop`."""
+
+    def __init__(self, num_cpus=1, resources=None):
+        head = cluster_state.info()
+        self.process, self.info = launcher.start_embedded(num_cpus, resources, None, join=head["address"],
+                                                          secret=head["secret"])
+        self.id = self.info["node_id"]
+        assert eventually(lambda: self.id in {n["node_id"] for n in tether.nodes()}), "the node never joined"
+
+    def uri_of_its_workers(self) -> str:
+        return launcher.unix_uri(self.info["node_socket"])
+
+    def kill(self):
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.stdin.close()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        launcher.remove_leftovers(self.info)
+
+
+@pytest.fixture(scope="module")
+def two_nodes():
+    """A head of 1 CPU and a second node of 1 CPU with the custom resource "special"."""
+    if tether.is_initialized():
+        tether.shutdown()
+    tether.init(num_cpus=1)
+    second = Node(1, {"special": 1})
+    yield second
+    second.stop()
+    tether.shutdown()
+
+
+@pytest.fixture
+def gates(tmp_path):
+    made = []
+
+    def new():
+        path = tmp_path / f"gate-{len(made)}"
+        made.append(path)
+        return str(path)
+
+    yield new
+    for path in made:
+        path.touch()
+
+
+# ---- remote functions ----
+
+
+@tether.remote
+def node_of_worker(gate=None, started=None):
+    """The node socket its worker talks to (which node ran it), after `gate` exists if given."""
+    if started:
+        Path(started).write_text(str(os.getpid()))
+    deadline = time.monotonic() + TIMEOUT
+    while gate and not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return os.environ["TETHER_NODE_URI"]
+
+
+@tether.remote(resources={"special": 1})
+def special_node():
+    return os.environ["TETHER_NODE_URI"]
+
+
+@tether.remote(resources={"special": 1})
+def make_array(n):
+    return np.arange(n, dtype=np.float64)
+
+
+@tether.remote(resources={"special": 1})
+def total(array):
+    return float(array.sum()), os.environ["TETHER_NODE_URI"]
+
+
+@tether.remote(resources={"special": 1})
+def put_there(n):
+    """Puts a large object in its own node's store and returns the ObjectRef inside a list."""
+    return [tether.put(np.full(n, 7.0))]
+
+
+@tether.remote(resources={"special": 1})
+def count_with(counter, times):
+    return tether.get([counter.incr.remote() for _ in range(times)], timeout=TIMEOUT)
+
+
+@tether.remote
+class Counter:
+    def __init__(self):
+        self.n = 0
+
+    def incr(self):
+        self.n += 1
+        return self.n
+
+
+def head_uri() -> str:
+    return launcher.unix_uri(cluster_state.info()["node_socket"])
+
+
+# ---- the directory ----
+
+
+def test_nodes_lists_both_with_their_resources(two_nodes):
+    """tether.nodes() lists the head and the joined node; cluster_resources() adds them up."""
+    listed = {n["node_id"]: n for n in tether.nodes()}
+    assert set(listed) == {1, two_nodes.id}
+    assert listed[two_nodes.id]["resources"] == {"CPU": 1.0, "special": 1.0}
+    assert listed[two_nodes.id]["address"] == two_nodes.info["address"]
+    assert tether.cluster_resources() == {"CPU": 2.0, "special": 1.0}
+
+
+def test_status_command_shows_both_nodes(two_nodes):
+    head = cluster_state.info()
+    env = dict(os.environ, TETHER_SECRET=head["secret"])
+    status = subprocess.run([sys.executable, "-m", "tether", "status", "--address", head["address"]], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0, status.stderr
+    assert f"node {two_nodes.id} at {two_nodes.info['address']}" in status.stdout
+    assert "special 1/1 free" in status.stdout
+
+
+# ---- tasks ----
+
+
+def test_tasks_spread_over_both_nodes(two_nodes, gates, tmp_path):
+    """Two tasks that stay running at once need both nodes' CPUs: one runs on each."""
+    gate = gates()
+    started = [str(tmp_path / f"started-{i}") for i in range(2)]
+    refs = [node_of_worker.remote(gate, marker) for marker in started]
+    assert eventually(lambda: all(os.path.exists(m) for m in started)), "both tasks should run at once"
+    Path(gate).touch()
+    assert sorted(tether.get(refs, timeout=TIMEOUT)) == sorted([head_uri(), two_nodes.uri_of_its_workers()])
+
+
+def test_custom_resource_routes_task_to_the_node_that_has_it(two_nodes):
+    assert {tether.get(special_node.remote(), timeout=TIMEOUT) for _ in range(3)} == {two_nodes.uri_of_its_workers()}
+
+
+def test_resource_no_node_has_is_refused_naming_the_nodes(two_nodes):
+    with pytest.raises(tether.ResourceUnavailableError, match=r"no node has that.*node 2 has"):
+        tether.get(special_node.options(resources={"special": 2}).remote(), timeout=TIMEOUT)
+
+
+# ---- objects across nodes ----
+
+
+def test_large_object_made_on_other_node_is_read_here(two_nodes):
+    """A 24 MB return stays in the other node's store until the driver reads it: then it is
+    fetched into the head's store in chunks and comes back exact."""
+    array = tether.get(make_array.remote(3_000_000), timeout=TIMEOUT)
+    assert array.shape == (3_000_000,) and array[0] == 0 and array[-1] == 2_999_999
+    assert float(array.sum()) == float(np.arange(3_000_000, dtype=np.float64).sum())
+
+
+def test_driver_objects_are_read_by_a_task_on_the_other_node(two_nodes):
+    """A large put (shared memory on the head) and a small one (inline) both reach the task."""
+    large = tether.put(np.ones(2_000_000))
+    small = tether.put(np.ones(10))
+    (large_sum, where), (small_sum, _) = tether.get([total.remote(large), total.remote(small)], timeout=TIMEOUT)
+    assert (large_sum, small_sum, where) == (2_000_000.0, 10.0, two_nodes.uri_of_its_workers())
+
+
+def test_ref_to_object_put_on_other_node_outlives_its_task(two_nodes):
+    """A task on node 2 puts an object and returns its ObjectRef: the driver, on the head,
+    holds it through the owner (node 2) and reads it after the task ended."""
+    [inner] = tether.get(put_there.remote(1_000_000), timeout=TIMEOUT)
+    assert inner.hex()[:8] == f"{two_nodes.id:08x}"  # owned by the node where it was put
+    value = tether.get(inner, timeout=TIMEOUT)
+    assert value.shape == (1_000_000,) and float(value.sum()) == 7_000_000.0
+
+
+def test_objects_of_other_nodes_are_freed_when_unreferenced(two_nodes):
+    """Returns kept in node 2's store for the head are released when the driver drops them."""
+    def node2_objects():
+        client = ClusterClient(f"tether://{two_nodes.info['address']}/node", cluster_state.info()["secret"].encode())
+        client.hello()
+        try:
+            return client.call("status")["objects"]["count"]
+        finally:
+            client.close()
+
+    before = node2_objects()
+    refs = [make_array.remote(200_000) for _ in range(5)]
+    tether.get(refs, timeout=TIMEOUT)
+    assert node2_objects() >= 5
+    del refs
+    assert eventually(lambda: node2_objects() <= before), "node 2 kept objects nobody references"
+
+
+# ---- actors ----
+
+
+def test_actor_on_head_is_called_from_a_task_on_the_other_node(two_nodes):
+    counter = Counter.remote()
+    assert tether.get(count_with.remote(counter, 3), timeout=TIMEOUT) == [1, 2, 3]
+    assert tether.get(counter.incr.remote(), timeout=TIMEOUT) == 4
+    tether.kill(counter)
+
+
+# ---- a node that dies ----
+
+
+@tether.remote(max_retries=2)
+def survive(gate, started):
+    Path(started).write_text(os.environ["TETHER_NODE_URI"])
+    deadline = time.monotonic() + TIMEOUT
+    while not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return "done"
+
+
+@tether.remote(resources={"doomed": 1})
+def store_on_doomed(n):
+    return np.zeros(n)
+
+
+def test_killed_node_tasks_are_retried_and_its_objects_are_lost(two_nodes, gates, tmp_path):
+    """A third node is killed (SIGKILL) while a task runs there: the task runs again on another
+    node and the driver gets its result; an object only that node had raises ObjectLostError;
+    the rest of the cluster goes on."""
+    # Fill the head's and node 2's CPUs first, so the task below can only run on the doomed node.
+    hold = gates()
+    holders = [node_of_worker.remote(hold, str(tmp_path / f"holder-{i}")) for i in range(2)]
+    assert eventually(lambda: all((tmp_path / f"holder-{i}").exists() for i in range(2)))
+    doomed = Node(1, {"doomed": 1})
+    try:
+        lost = store_on_doomed.remote(500_000)
+        tether.wait([lost], timeout=TIMEOUT)
+        gate = gates()
+        marker = tmp_path / "survivor"
+        ref = survive.remote(gate, str(marker))
+        assert eventually(lambda: marker.exists() and marker.read_text()), "the task never started"
+        assert marker.read_text() == doomed.uri_of_its_workers()
+        marker.unlink()
+        doomed.kill()
+        Path(hold).touch()  # room on the other nodes for the retry
+        assert eventually(lambda: marker.exists() and marker.read_text()), "the task was not retried"
+        assert marker.read_text() in (head_uri(), two_nodes.uri_of_its_workers())
+        Path(gate).touch()
+        assert tether.get(ref, timeout=TIMEOUT) == "done"
+        assert len(tether.get(holders, timeout=TIMEOUT)) == 2
+        with pytest.raises(tether.ObjectLostError, match="left the cluster"):
+            tether.get(lost, timeout=TIMEOUT)
+        assert eventually(lambda: doomed.id not in {n["node_id"] for n in tether.nodes()})
+        assert tether.get(special_node.remote(), timeout=TIMEOUT) == two_nodes.uri_of_its_workers()
+    finally:
+        doomed.stop()
+    assert not [name for name in os.listdir("/dev/shm") if name.startswith(f"tether-{doomed.info['session']}-")]
