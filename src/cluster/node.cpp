@@ -105,6 +105,8 @@ void Node::add_methods() {
   add_method("peer", bind(&Node::peer), true);
   add_method("report", bind(&Node::report));
   add_method("fetch", bind(&Node::fetch));
+  add_method("name_actor", bind(&Node::name_actor));
+  add_method("unname_actor", bind(&Node::unname_actor), true);
 }
 
 Node::Client* Node::client_of(const Call& call) {

@@ -120,6 +120,11 @@ class Node final : public service::Service {
   void blocked(service::Call&& call);
   void unblocked(service::Call&& call);
   void create_actor(service::Call&& call);
+  void place_actor(std::unique_ptr<Actor> actor);
+  void pack_actor_info(service::ReplyBuilder& reply, const Actor& actor);
+  void name_actor(service::Call&& call);
+  void unname_actor(service::Call&& call);
+  void on_forwarded_creation(std::uint32_t node, const TaskPtr& task, const Result<service::ReceivedReply>& reply);
   void actor_call(service::Call&& call);
   void get_actor(service::Call&& call);
   void kill_actor(service::Call&& call);
@@ -210,6 +215,13 @@ class Node final : public service::Service {
   std::map<std::uint32_t, std::unique_ptr<Peer>> peers_;  // other nodes, by node id
   std::uint32_t next_node_id_ = 2;                          // the head numbers the nodes that join
   std::set<std::uint32_t> departed_;                        // nodes that left: their objects are lost
+  // The head: names of actors that live on other nodes, with their get_actor answer (packed).
+  struct RemoteName {
+    std::uint32_t node = 0;
+    ObjectId id;
+    std::shared_ptr<const std::vector<std::byte>> info;
+  };
+  std::map<std::string, RemoteName> remote_names_;
   std::unordered_set<ObjectId> retained_at_owner_;          // other nodes' objects we hold a reference to
   std::unordered_map<ObjectId, std::shared_ptr<Transfer>> transfers_;
   asio::steady_timer reporter_;

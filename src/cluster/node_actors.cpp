@@ -32,12 +32,18 @@ void Node::create_actor(Call&& call) {
     for (std::uint32_t i = 0; i < v->via.array.size; ++i)
       if (v->via.array.ptr[i].type == msgpack::type::STR) actor->methods.emplace_back(v->via.array.ptr[i].via.str.ptr, v->via.array.ptr[i].via.str.size);
   if (actors_.count(actor->id)) return call.fail(ErrorKind::bad_request, "node.create_actor: actor id " + actor->id.hex() + " is in use");
-  if (!actor->name.empty() && named_actors_.count(actor->name))
+  if (!actor->name.empty() && (named_actors_.count(actor->name) || remote_names_.count(actor->name)))
     return call.fail(ErrorKind::failed, "an actor named '" + actor->name + "' exists already", "builtins.ValueError");
   task->kind = Task::Kind::actor_create;
-  if (!fits_node(task->resources)) {
+  Peer* host = nullptr;  // the node it lives on when this one does not have its resources
+  if (!fits_node(task->resources) && !task->from_peer) {
+    for (auto& [node, peer] : peers_)
+      if (usable(*peer) && fits_in(peer->info.resources, task->resources) && (!host || fits_in(peer->info.available, task->resources))) host = peer.get();
+    if (host) actor->hosted_on = host->info.id;
+  }
+  if (!fits_node(task->resources) && !host) {
     // Kept as a dead actor, so its calls say why (the creator usually does not wait for this answer).
-    std::string why = "it needs " + describe_resources(task->resources) + " and this node has " + describe_resources(options_.resources);
+    std::string why = "it needs " + describe_resources(task->resources) + " but no node has that: " + describe_cluster();
     call.fail(ErrorKind::failed, "actor " + actor->class_name + ": " + why, "tether.ResourceUnavailableError");
     actor->state = Actor::State::dead;
     actor->death_reason = why;
@@ -47,14 +53,91 @@ void Node::create_actor(Call&& call) {
   task->actor = actor->id;
   task->caller.emplace(std::move(call));
   actor->creation = task;
+  if (actor->name.empty() || options_.head) return place_actor(std::move(actor));
+  // Names are the cluster's: the head reserves this one first.
+  ReplyBuilder request;
+  auto& p = request.packer();
+  p.pack_array(2);
+  p.pack_array(2);
+  wire::pack_str(p, actor->name);
+  pack_actor_info(request, *actor);
+  p.pack_nil();
+  auto pending = std::make_shared<std::unique_ptr<Actor>>(std::move(actor));
+  send_to_peer(1, std::move(request), "name_actor", [this, pending, task](Result<service::ReceivedReply> reply) {
+    if (reply) return place_actor(std::move(*pending));
+    task->caller->fail(ErrorKind::failed, reply.error().message, "builtins.ValueError");
+    task->caller.reset();
+  });
+}
+
+// The actor is known here from now on; it starts here, or on the node that has its resources
+// (this node then forwards its calls).
+void Node::place_actor(std::unique_ptr<Actor> actor) {
+  auto task = actor->creation;
   if (!actor->name.empty()) named_actors_[actor->name] = actor->id;
   auto& record = *actor;
   actors_[actor->id] = std::move(actor);
+  if (record.hosted_on) {
+    adopt_foreign(task->deps);
+    adopt_foreign(task->contained);
+    for (const auto& d : task->deps) objects_.pin(d);
+    for (const auto& c : task->contained) objects_.pin(c);
+    tasks_[task->id] = task;
+    auto peer = peers_.find(record.hosted_on);
+    if (peer == peers_.end()) return actor_died(record, "node " + std::to_string(record.hosted_on) + " left the cluster");
+    return forward_task(*peer->second, task);
+  }
   when_dependencies_ready(task, [this, task, &record] {
     if (record.state == Actor::State::dead) return;
     enqueue(task);
     schedule();
   });
+}
+
+void Node::pack_actor_info(ReplyBuilder& reply, const Actor& actor) {
+  auto& p = reply.packer();
+  p.pack_map(4);
+  wire::pack_str(p, "id");
+  pack_id(p, actor.id);
+  wire::pack_str(p, "class_name");
+  wire::pack_str(p, actor.class_name);
+  wire::pack_str(p, "methods");
+  p.pack(actor.methods);
+  wire::pack_str(p, "max_concurrency");
+  p.pack_uint64(actor.max_concurrency);
+}
+
+// name_actor(name, info) -> nil: reserves a name for an actor another node creates (the head only).
+void Node::name_actor(Call&& call) {
+  auto* client = client_of(call);
+  auto name = service::as_str(call.param(0, "name"), "node.name_actor: argument 'name'");
+  auto info = service::as_map(call.param(1, "info"), "node.name_actor: argument 'info'");
+  if (!options_.head || !client || !client->peer) return call.fail(ErrorKind::denied, "node.name_actor: only nodes ask the head");
+  if (!name) return call.fail(name.error());
+  if (!info) return call.fail(info.error());
+  std::string key(*name);
+  if (named_actors_.count(key) || remote_names_.count(key))
+    return call.fail(ErrorKind::failed, "an actor named '" + key + "' exists already", "builtins.ValueError");
+  auto id = id_of(call, service::field(**info, "id"), "info['id']");
+  if (!id) return call.fail(id.error());
+  RemoteName entry;
+  entry.node = client->peer;
+  entry.id = *id;
+  // Kept packed: get_actor answers with it as it is.
+  ReplyBuilder packed;
+  packed.packer().pack(*call.param(1, "info"));
+  entry.info = std::make_shared<std::vector<std::byte>>(packed.take(0).payload);
+  remote_names_[key] = std::move(entry);
+  call.reply_nil();
+}
+
+// unname_actor(name, id), oneway: the actor with that name died on another node.
+void Node::unname_actor(Call&& call) {
+  auto name = service::as_str(call.param(0, "name"), "name");
+  auto id = id_of(call, call.param(1, "id"), "id");
+  if (!name || !id) return;
+  auto it = remote_names_.find(std::string(*name));
+  if (it != remote_names_.end() && it->second.id == *id) remote_names_.erase(it);
 }
 
 void Node::start_actor(Actor& actor) {
@@ -119,6 +202,15 @@ void Node::actor_call(Call&& call) {
 
 void Node::dispatch_actor_calls(Actor& actor) {
   if (actor.state != Actor::State::alive) return;
+  if (actor.hosted_on) {  // it lives on another node: calls go there in order
+    auto peer = peers_.find(actor.hosted_on);
+    while (!actor.queued.empty() && peer != peers_.end()) {
+      auto task = actor.queued.front();
+      actor.queued.pop_front();
+      if (!task->finished) forward_task(*peer->second, task);
+    }
+    return;
+  }
   auto worker = workers_.find(actor.worker);
   if (worker == workers_.end()) return;
   while (!actor.queued.empty()) {
@@ -150,6 +242,18 @@ void Node::actor_died(Actor& actor, const std::string& why) {
   for (auto& [id, task] : in_flight)
     fail_task(task, {"ActorDiedError", "actor " + actor.class_name + " died while running " + task->method + ": " + why});
   give_back(actor.held);
+  if (actor.hosted_on && actor.state != Actor::State::dead) {
+    // Its node runs its restarts; here it dies when that node goes or its owner does.
+    if (auto peer = peers_.find(actor.hosted_on); peer != peers_.end()) {
+      ReplyBuilder request;
+      request.packer().pack_array(2);
+      request.packer().pack_array(1);
+      pack_id(request.packer(), actor.id);
+      request.packer().pack_nil();
+      send_to_peer(actor.hosted_on, std::move(request), "kill_actor", nullptr);
+    }
+    actor.killed = true;
+  }
   if (!actor.killed && actor.restarts < actor.max_restarts && actor.state != Actor::State::dead) {
     ++actor.restarts;
     actor.state = Actor::State::restarting;
@@ -161,7 +265,15 @@ void Node::actor_died(Actor& actor, const std::string& why) {
   auto queued = std::move(actor.queued);
   actor.queued.clear();
   for (auto& task : queued) fail_task(task, {"ActorDiedError", "actor " + actor.class_name + " is dead: " + why});
-  if (!actor.name.empty()) named_actors_.erase(actor.name);
+  if (!actor.name.empty() && named_actors_.erase(actor.name) && !options_.head) {
+    ReplyBuilder request;
+    request.packer().pack_array(2);
+    request.packer().pack_array(2);
+    wire::pack_str(request.packer(), actor.name);
+    pack_id(request.packer(), actor.id);
+    request.packer().pack_nil();
+    send_to_peer(1, std::move(request), "unname_actor", nullptr);
+  }
   if (actor.creation && !actor.creation->finished) {
     if (actor.creation->caller) {
       actor.creation->caller->fail(ErrorKind::failed, "actor " + actor.class_name + " died: " + why, "tether.ActorDiedError");
@@ -194,20 +306,16 @@ void Node::get_actor(Call&& call) {
       pending->reply(std::move(answer));
     });
   }
+  if (auto remote = remote_names_.find(std::string(*name)); it == named_actors_.end() && remote != remote_names_.end()) {
+    ReplyBuilder reply;
+    auto info = remote->second.info;  // already msgpack: copied into the body as it is
+    reply.packer().pack_bin_body(reinterpret_cast<const char*>(info->data()), static_cast<std::uint32_t>(info->size()));
+    return call.reply(std::move(reply));
+  }
   if (it == named_actors_.end())
     return call.fail(ErrorKind::failed, "no actor named '" + std::string(*name) + "' is alive", "builtins.ValueError");
-  const auto& actor = *actors_.at(it->second);
   ReplyBuilder reply;
-  auto& p = reply.packer();
-  p.pack_map(4);
-  wire::pack_str(p, "id");
-  pack_id(p, actor.id);
-  wire::pack_str(p, "class_name");
-  wire::pack_str(p, actor.class_name);
-  wire::pack_str(p, "methods");
-  p.pack(actor.methods);
-  wire::pack_str(p, "max_concurrency");
-  p.pack_uint64(actor.max_concurrency);
+  pack_actor_info(reply, *actors_.at(it->second));
   call.reply(std::move(reply));
 }
 
@@ -233,7 +341,18 @@ void Node::kill_actor(Call&& call) {
   if (it == actors_.end()) return call.fail(ErrorKind::failed, "no actor " + id->hex() + " on this node", "builtins.ValueError");
   auto& actor = *it->second;
   const auto* no_restart = call.param(1, "no_restart");
-  if (!no_restart || no_restart->type != msgpack::type::BOOLEAN || no_restart->via.boolean) actor.killed = true;
+  bool final = !no_restart || no_restart->type != msgpack::type::BOOLEAN || no_restart->via.boolean;
+  if (actor.hosted_on) {  // its node kills it (and restarts it unless final)
+    ReplyBuilder request;
+    request.packer().pack_array(2);
+    request.packer().pack_array(2);
+    pack_id(request.packer(), actor.id);
+    request.packer().pack(final);
+    request.packer().pack_nil();
+    call.reply_nil();
+    return send_to_peer(actor.hosted_on, std::move(request), "kill_actor", nullptr);
+  }
+  if (final) actor.killed = true;
   call.reply_nil();
   auto worker = workers_.find(actor.worker);
   if (worker != workers_.end()) on_worker_lost(actor.worker, "killed by tether.kill");

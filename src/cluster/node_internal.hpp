@@ -103,6 +103,7 @@ struct Node::Actor {
   State state = State::pending;
   std::string death_reason;
   std::uint64_t worker = 0;
+  std::uint32_t hosted_on = 0;  // another node runs it (only its resources are there): calls go there
   std::deque<TaskPtr> queued;                      // calls waiting for the actor to be alive
   std::unordered_map<ObjectId, TaskPtr> in_flight;  // calls sent to its worker
 };

@@ -243,6 +243,12 @@ void Node::on_peer_lost(std::uint32_t node, const std::string& why) {
   std::cerr << "tetherd: node " << node << " left the cluster: " << why << std::endl;
   peers_.erase(it);  // tasks sent there fail with their connection and are retried or failed
   departed_.insert(node);
+  std::erase_if(remote_names_, [node](const auto& entry) { return entry.second.node == node; });
+  for (auto& [id, actor] : actors_)
+    if (actor->hosted_on == node && actor->state != Actor::State::dead) {
+      actor->killed = true;
+      actor_died(*actor, "its node " + std::to_string(node) + " left the cluster (" + why + ")");
+    }
   auto lost = objects_.lose_node(node, ObjectValue::failure("ObjectLostError", "the object was in the store of node " +
                                                                                    std::to_string(node) + ", which left the cluster (" + why + ")"));
   if (lost) std::cerr << "tetherd: " << lost << " objects were lost with node " << node << std::endl;
@@ -323,10 +329,21 @@ void Node::forward_task(Peer& peer, const TaskPtr& task) {
     end_request(registration);
     send_to_peer(peer.info.id, std::move(registration), "register_function", nullptr);
   }
+  const Actor* created = task->kind == Task::Kind::actor_create ? actors_.at(task->actor).get() : nullptr;
   ReplyBuilder request;
   auto& p = request.packer();
   begin_request(request, 1);
-  p.pack_map(10);
+  p.pack_map(created ? 14 : 10);
+  if (created) {  // its name stays here (and at the head); its restarts happen there
+    wire::pack_str(p, "max_restarts");
+    p.pack_uint64(created->max_restarts);
+    wire::pack_str(p, "max_concurrency");
+    p.pack_uint64(created->max_concurrency);
+    wire::pack_str(p, "detached");
+    p.pack(created->detached);
+    wire::pack_str(p, "methods");
+    p.pack(created->methods);
+  }
   wire::pack_str(p, "id");
   pack_id(p, task->id);
   wire::pack_str(p, "name");
@@ -364,7 +381,7 @@ void Node::forward_task(Peer& peer, const TaskPtr& task) {
   request.pack_resources(task->resources);
   end_request(request);
   auto node = peer.info.id;
-  send_to_peer(node, std::move(request), actor_method ? "actor_call" : "submit",
+  send_to_peer(node, std::move(request), actor_method ? "actor_call" : created ? "create_actor" : "submit",
                [this, node, task](Result<ReceivedReply> reply) { on_forwarded_reply(node, task, std::move(reply)); });
 }
 
@@ -375,6 +392,7 @@ void Node::on_forwarded_reply(std::uint32_t node, const TaskPtr& task, Result<Re
     for (const auto& [name, amount] : task->resources) it->second->info.available[name] += amount;
   }
   task->forwarded_to = 0;
+  if (task->kind == Task::Kind::actor_create) return on_forwarded_creation(node, task, reply);
   if (task->finished) return;
   if (!reply) {
     bool node_lost = reply.error().kind == ErrorKind::disconnected;
@@ -415,6 +433,30 @@ void Node::on_forwarded_reply(std::uint32_t node, const TaskPtr& task, Result<Re
     if (i >= parsed.size() || parsed[i].kind != ObjectValue::Kind::shared_memory || parsed[i].node != node) drop.push_back(task->returns[i]);
   if (!drop.empty()) send_ids(node, "release", drop, nullptr);
   schedule();
+}
+
+// The other node ran the constructor of an actor that lives there (nil), or could not.
+void Node::on_forwarded_creation(std::uint32_t node, const TaskPtr& task, const Result<ReceivedReply>& reply) {
+  auto it = actors_.find(task->actor);
+  if (task->finished || it == actors_.end()) return;
+  auto& actor = *it->second;
+  if (!reply) {
+    std::string why = "node " + std::to_string(node) + " could not start it: " + reply.error().message;
+    if (task->caller) {
+      task->caller->fail(ErrorKind::failed, "actor " + actor.class_name + ": " + why, "tether.ActorDiedError");
+      task->caller.reset();
+    }
+    actor.killed = true;
+    return actor_died(actor, why);
+  }
+  task->finished = true;
+  release_arguments(task);
+  actor.state = Actor::State::alive;
+  if (task->caller) {
+    task->caller->reply_nil();
+    task->caller.reset();
+  }
+  dispatch_actor_calls(actor);
 }
 
 // ---- objects other nodes own or keep ----

@@ -288,3 +288,54 @@ def test_killed_node_tasks_are_retried_and_its_objects_are_lost(two_nodes, gates
     finally:
         doomed.stop()
     assert not [name for name in os.listdir("/dev/shm") if name.startswith(f"tether-{doomed.info['session']}-")]
+
+
+# ---- actors placed by their resources, and names across nodes ----
+
+
+@tether.remote
+class Where:
+    def __init__(self):
+        self.calls = 0
+
+    def node(self):
+        self.calls += 1
+        return os.environ["TETHER_NODE_URI"], self.calls
+
+
+@tether.remote(resources={"special": 1})
+def make_named(name):
+    """Creates a named actor from a task on node 2 (so node 2 asks the head for the name)."""
+    Where.options(name=name, lifetime="detached").remote()
+    return name
+
+
+def test_actor_needing_a_resource_of_the_other_node_lives_there(two_nodes):
+    """The head has no "special": the actor starts on node 2, and the head forwards its calls
+    there in order; kill reaches it there."""
+    actor = Where.options(resources={"special": 1}).remote()
+    answers = tether.get([actor.node.remote() for _ in range(5)], timeout=TIMEOUT)
+    assert answers == [(two_nodes.uri_of_its_workers(), n) for n in range(1, 6)]
+    tether.kill(actor)
+    with pytest.raises(tether.ActorDiedError):
+        tether.get(actor.node.remote(), timeout=TIMEOUT)
+    assert tether.get(special_node.remote(), timeout=TIMEOUT) == two_nodes.uri_of_its_workers()  # its resource is free again
+
+
+def test_names_of_actors_are_the_clusters(two_nodes):
+    """A name given on node 2 is found from the head, and cannot be given again from the head."""
+    assert tether.get(make_named.remote("made-on-node-2"), timeout=TIMEOUT) == "made-on-node-2"
+    found = tether.get_actor("made-on-node-2")
+    assert tether.get(found.node.remote(), timeout=TIMEOUT) == (two_nodes.uri_of_its_workers(), 1)
+    with pytest.raises(ValueError, match="exists already"):
+        Where.options(name="made-on-node-2").remote()
+    tether.kill(found)
+    assert eventually(lambda: _name_is_free("made-on-node-2")), "the name was not given back"
+
+
+def _name_is_free(name) -> bool:
+    try:
+        tether.get_actor(name)
+    except ValueError:
+        return True
+    return False
