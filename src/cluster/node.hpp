@@ -43,6 +43,7 @@ struct NodeOptions {
   bool head = true;
   std::string address;  // host:port where other nodes reach this node
   std::chrono::milliseconds report_interval{100};  // how often a node tells the head its load
+  std::chrono::milliseconds node_timeout{10000};    // the head drops a node it has not heard from for this long
   // Opens a connection to another node (its requests to us go to our services); the callback
   // runs on the io thread. Empty: this node makes no connections (tests, a lone head).
   using Connected = std::function<void(Result<std::shared_ptr<rpc::Connection>>)>;
@@ -171,6 +172,7 @@ class Node final : public service::Service {
   void on_peer_lost(std::uint32_t node, const std::string& why);
   void arm_reporter();
   void send_report();
+  void drop_silent_nodes();  // the head
   Peer* peer_for(const Resources& shape);   // a node with room for it now, or nullptr
   static bool usable(const Peer& peer);     // connected, and its node service is up
   bool fits_cluster(const Resources& wanted) const;

@@ -69,6 +69,8 @@ struct Node::Peer {
   std::shared_ptr<rpc::Connection> connection;  // one per pair of nodes, used both ways
   bool connecting = false;
   bool ready = false;  // its node service is up: it reported to the head, or it connected to us
+  bool listed = false;  // the head's directory named it (so it leaves when the directory stops naming it)
+  Clock::time_point last_heard = Clock::now();  // its last report (the head)
   std::unordered_set<std::string> functions_sent;   // function ids it has from us
   std::unordered_map<ObjectId, TaskPtr> forwarded;  // tasks sent there, not answered yet
 };

@@ -95,6 +95,7 @@ void Node::join(Call&& call) {
   NodeInfo info{next_node_id_++, std::string(*address), *resources, *resources};
   auto& peer = add_peer(info);
   register_peer_client(peer, call.connection_ptr());
+  if (peers_.size() == 1) arm_reporter();  // the head's watch over the nodes' reports
   std::cerr << "tetherd: node " << info.id << " at " << info.address << " joined with " << describe_resources(info.resources) << std::endl;
   ReplyBuilder reply;
   reply.packer().pack_map(2);
@@ -129,6 +130,7 @@ void Node::report(Call&& call) {
   if (auto it = peers_.find(client->peer); it != peers_.end()) {
     it->second->info.available = *available;
     it->second->ready = true;  // listed, and given tasks, from its first report on
+    it->second->last_heard = Clock::now();
   }
   ReplyBuilder reply;
   reply.packer().pack_map(1);
@@ -175,15 +177,33 @@ void Node::update_directory(const std::vector<NodeInfo>& directory) {
     auto it = peers_.find(info.id);
     auto& peer = it == peers_.end() ? add_peer(info) : *it->second;
     peer.ready = true;
+    peer.listed = true;
     peer.info.address = info.address;
     peer.info.resources = info.resources;
     peer.info.available = info.available;
     // Of each pair, the node that joined later connects.
     if (!peer.connection && !peer.connecting && info.id < options_.node_id) connect_peer(peer);
   }
+  // A node the head no longer lists has left, even if our connection to it looks alive (its
+  // machine may be cut off); closing the connection runs on_peer_lost.
+  std::vector<std::shared_ptr<rpc::Connection>> dropped;
   for (auto it = peers_.begin(); it != peers_.end();) {
-    bool gone = !listed.count(it->first) && !it->second->connection && !it->second->connecting;
+    bool unlisted = !listed.count(it->first);
+    if (unlisted && it->second->listed && it->second->connection) dropped.push_back(it->second->connection);
+    bool gone = unlisted && !it->second->connection && !it->second->connecting;
     it = gone ? peers_.erase(it) : std::next(it);
+  }
+  for (auto& connection : dropped) connection->close("the head no longer lists this node");
+}
+
+void Node::drop_silent_nodes() {
+  std::vector<std::pair<std::uint32_t, std::shared_ptr<rpc::Connection>>> silent;
+  auto now = Clock::now();
+  for (const auto& [id, peer] : peers_)
+    if (peer->ready && peer->connection && now - peer->last_heard > options_.node_timeout) silent.emplace_back(id, peer->connection);
+  for (auto& [id, connection] : silent) {
+    std::cerr << "tetherd: node " << id << " sent no report for " << options_.node_timeout.count() << " ms" << std::endl;
+    connection->close("no report for " + std::to_string(options_.node_timeout.count()) + " ms");
   }
 }
 
@@ -219,7 +239,8 @@ void Node::arm_reporter() {
   reporter_.expires_after(options_.report_interval);
   reporter_.async_wait([this](std::error_code ec) {
     if (ec) return;
-    send_report();
+    if (options_.head) drop_silent_nodes();
+    else send_report();
     arm_reporter();
   });
 }

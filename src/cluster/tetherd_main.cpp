@@ -36,6 +36,7 @@ struct Arguments {
   double idle_worker_seconds = 30;
   double ns_sweep_seconds = 10;
   std::string join;  // --address: the head to join; empty for the head itself
+  double node_timeout_seconds = 10;
 };
 
 [[noreturn]] void usage(const std::string& problem) {
@@ -43,7 +44,7 @@ struct Arguments {
             << "usage: tetherd (--head | --address HEAD_HOST:PORT) [--host H] [--port P] [--num-cpus N] [--resource NAME=AMOUNT]...\n"
                "               [--session-dir DIR] [--secret-file FILE] [--python PATH] [--object-store-memory BYTES]\n"
                "               [--prestart-workers N] [--idle-worker-timeout SECONDS] [--ns-sweep-interval SECONDS]\n"
-               "               [--watch-stdin]\n"
+               "               [--node-timeout SECONDS] [--watch-stdin]\n"
                "The secret comes from --secret-file, else $TETHER_SECRET, else (for a head) a new one is written\n"
                "to DIR/secret. A node that joins needs the cluster's secret.\n";
   std::exit(2);
@@ -86,6 +87,7 @@ Arguments parse(int argc, char** argv) {
     else if (arg == "--idle-worker-timeout") a.idle_worker_seconds = number(value(), "--idle-worker-timeout");
     else if (arg == "--watch-stdin") a.watch_stdin = true;
     else if (arg == "--ns-sweep-interval") a.ns_sweep_seconds = number(value(), "--ns-sweep-interval");
+    else if (arg == "--node-timeout") a.node_timeout_seconds = number(value(), "--node-timeout");
     else usage("unknown option " + arg);
   }
   if (head == !a.join.empty()) usage("give exactly one of --head (start a cluster) and --address (join one)");
@@ -218,9 +220,15 @@ int main(int argc, char** argv) {
     return 1;
   }
   node_options.address = (*tcp)->endpoint().to_string();
+  // Between nodes, silence means a node (or its machine) is gone: the head drops a node that does
+  // not report for this long, and a node drops a head (or node) that does not answer.
+  node_options.node_timeout = std::chrono::milliseconds(static_cast<long long>(args.node_timeout_seconds * 1000));
+  auto peer_options = connection_options;
+  peer_options.idle_timeout = std::max(node_options.node_timeout, std::chrono::milliseconds(100));
+  peer_options.heartbeat = std::max(std::chrono::milliseconds(50), peer_options.idle_timeout / 4);
   Joined joined;
   if (!args.join.empty()) {
-    auto result = join_cluster(*runtime, args, node_options.address, auth, connection_options, host);
+    auto result = join_cluster(*runtime, args, node_options.address, auth, peer_options, host);
     if (!result) {
       std::cerr << "tetherd: cannot join the cluster at " << args.join << ": " << result.error().message << std::endl;
       return 1;
@@ -230,13 +238,13 @@ int main(int argc, char** argv) {
     node_options.head = false;
   }
   std::weak_ptr<rpc::Runtime> weak_runtime = runtime;
-  node_options.connect = [weak_runtime, auth, connection_options, host](const std::string& address, cluster::NodeOptions::Connected done) {
+  node_options.connect = [weak_runtime, auth, peer_options, host](const std::string& address, cluster::NodeOptions::Connected done) {
     // rpc::connect blocks, so it runs on a thread of its own; the answer goes back to the io thread.
     std::thread([=] {
       auto runtime = weak_runtime.lock();
       auto endpoint = net::parse_host_port(address);
       if (!runtime) return;
-      auto connection = endpoint ? rpc::connect(*runtime, *endpoint, auth, connection_options, host, std::chrono::seconds(10))
+      auto connection = endpoint ? rpc::connect(*runtime, *endpoint, auth, peer_options, host, std::chrono::seconds(10))
                                  : Result<std::shared_ptr<rpc::Connection>>(endpoint.error());
       asio::post(runtime->context(), [done, connection] { done(connection); });
     }).detach();

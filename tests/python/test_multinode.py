@@ -64,11 +64,14 @@ def two_nodes():
     """A head of 1 CPU and a second node of 1 CPU with the custom resource "special"."""
     if tether.is_initialized():
         tether.shutdown()
+    # A node silent for 3 s counts as gone (test_silent_node_is_dropped); every daemon gets it.
+    os.environ["TETHER_NODE_TIMEOUT"] = "3"
     tether.init(num_cpus=1)
     second = Node(1, {"special": 1})
     yield second
     second.stop()
     tether.shutdown()
+    del os.environ["TETHER_NODE_TIMEOUT"]
 
 
 @pytest.fixture
@@ -339,3 +342,21 @@ def _name_is_free(name) -> bool:
     except ValueError:
         return True
     return False
+
+
+def test_silent_node_is_dropped_and_stops(two_nodes):
+    """A node that stops reporting (its daemon frozen with SIGSTOP, as a machine cut off) is
+    dropped by the head after the node timeout; once it runs again it finds itself cut off from
+    the head and stops by itself."""
+    frozen = Node(1, {"frozen": 1})
+    try:
+        frozen.process.send_signal(signal.SIGSTOP)
+        assert eventually(lambda: frozen.id not in {n["node_id"] for n in tether.nodes()}), "the head kept a silent node"
+        with pytest.raises(tether.ResourceUnavailableError):
+            tether.get(special_node.options(resources={"frozen": 1}).remote(), timeout=TIMEOUT)
+        frozen.process.send_signal(signal.SIGCONT)
+        frozen.process.wait(timeout=TIMEOUT)
+    finally:
+        frozen.process.send_signal(signal.SIGCONT)
+        frozen.stop()
+    assert tether.get(special_node.remote(), timeout=TIMEOUT) == two_nodes.uri_of_its_workers()

@@ -57,6 +57,8 @@ def daemon_command(num_cpus, resources, object_store_memory, host="127.0.0.1", p
         command += ["--object-store-memory", str(int(object_store_memory))]
     if os.environ.get("TETHER_NS_SWEEP_INTERVAL"):  # seconds between the name server's liveness sweeps
         command += ["--ns-sweep-interval", os.environ["TETHER_NS_SWEEP_INTERVAL"]]
+    if os.environ.get("TETHER_NODE_TIMEOUT"):  # seconds of silence after which a node counts as gone
+        command += ["--node-timeout", os.environ["TETHER_NODE_TIMEOUT"]]
     return command
 
 
