@@ -60,10 +60,13 @@ Node::~Node() { stop_workers(std::chrono::milliseconds(0)); }
 void Node::stop_workers(std::chrono::milliseconds grace) {
   reaper_.cancel();
   reporter_.cancel();
+  // Closing runs on_connection_closed at once, which removes the worker or peer: collect first.
+  std::vector<std::shared_ptr<rpc::Connection>> connections;
   for (auto& [id, worker] : workers_)
-    if (worker->connection) worker->connection->close("the node is shutting down");
+    if (worker->connection) connections.push_back(worker->connection);
   for (auto& [id, peer] : peers_)
-    if (peer->connection) peer->connection->close("the node is shutting down");
+    if (peer->connection) connections.push_back(peer->connection);
+  for (auto& connection : connections) connection->close("the node is shutting down");
   processes_.stop_all(grace);
 }
 
