@@ -110,6 +110,7 @@ void Node::add_methods() {
   add_method("fetch", bind(&Node::fetch));
   add_method("name_actor", bind(&Node::name_actor));
   add_method("unname_actor", bind(&Node::unname_actor), true);
+  add_method("actor_dead", bind(&Node::actor_dead), true);
 }
 
 Node::Client* Node::client_of(const Call& call) {

@@ -125,6 +125,7 @@ class Node final : public service::Service {
   void pack_actor_info(service::ReplyBuilder& reply, const Actor& actor);
   void name_actor(service::Call&& call);
   void unname_actor(service::Call&& call);
+  void actor_dead(service::Call&& call);
   void on_forwarded_creation(std::uint32_t node, const TaskPtr& task, const Result<service::ReceivedReply>& reply);
   void actor_call(service::Call&& call);
   void get_actor(service::Call&& call);

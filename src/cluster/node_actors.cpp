@@ -131,6 +131,18 @@ void Node::name_actor(Call&& call) {
   call.reply_nil();
 }
 
+// actor_dead(id, why), oneway: an actor this node placed on the caller's node died for good.
+void Node::actor_dead(Call&& call) {
+  auto* client = client_of(call);
+  auto id = id_of(call, call.param(0, "id"), "id");
+  auto why = service::as_str(call.param(1, "why"), "why");
+  if (!client || !client->peer || !id || !why) return;
+  auto it = actors_.find(*id);
+  if (it == actors_.end() || it->second->hosted_on != client->peer || it->second->state == Actor::State::dead) return;
+  it->second->killed = true;
+  actor_died(*it->second, std::string(*why));
+}
+
 // unname_actor(name, id), oneway: the actor with that name died on another node.
 void Node::unname_actor(Call&& call) {
   auto name = service::as_str(call.param(0, "name"), "name");
@@ -262,6 +274,16 @@ void Node::actor_died(Actor& actor, const std::string& why) {
   }
   actor.state = Actor::State::dead;
   actor.death_reason = why;
+  // An actor another node placed here: that node's stand-in dies too (and gives its name back).
+  if (auto owner = clients_.find(actor.owner); owner != clients_.end() && owner->second->peer) {
+    ReplyBuilder request;
+    request.packer().pack_array(2);
+    request.packer().pack_array(2);
+    pack_id(request.packer(), actor.id);
+    wire::pack_str(request.packer(), why);
+    request.packer().pack_nil();
+    send_to_peer(owner->second->peer, std::move(request), "actor_dead", nullptr);
+  }
   auto queued = std::move(actor.queued);
   actor.queued.clear();
   for (auto& task : queued) fail_task(task, {"ActorDiedError", "actor " + actor.class_name + " is dead: " + why});

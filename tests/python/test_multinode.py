@@ -325,6 +325,17 @@ def test_actor_needing_a_resource_of_the_other_node_lives_there(two_nodes):
     assert tether.get(special_node.remote(), timeout=TIMEOUT) == two_nodes.uri_of_its_workers()  # its resource is free again
 
 
+def test_named_actor_placed_on_other_node_gives_its_name_back_when_killed(two_nodes):
+    """The head's stand-in for an actor on node 2 learns of its death, so the name is free again."""
+    actor = Where.options(name="placed", resources={"special": 1}).remote()
+    assert tether.get(actor.node.remote(), timeout=TIMEOUT)[0] == two_nodes.uri_of_its_workers()
+    tether.kill(actor)
+    assert eventually(lambda: _name_is_free("placed")), "the stand-in kept the name of a dead actor"
+    again = Where.options(name="placed").remote()
+    assert tether.get(again.node.remote(), timeout=TIMEOUT) == (head_uri(), 1)
+    tether.kill(again)
+
+
 def test_names_of_actors_are_the_clusters(two_nodes):
     """A name given on node 2 is found from the head, and cannot be given again from the head."""
     assert tether.get(make_named.remote("made-on-node-2"), timeout=TIMEOUT) == "made-on-node-2"
