@@ -146,7 +146,9 @@ def _run(args) -> int:
     from ._private import launcher
 
     daemon, info = launcher.start_embedded(args.n, None, None)
-    env = dict(os.environ, TETHER_ADDRESS=info["address"], TETHER_SECRET=info["secret"])
+    # The workers' output reaches this terminal through the daemon's, which this process prints:
+    # the script's driver does not ask for it again.
+    env = dict(os.environ, TETHER_ADDRESS=info["address"], TETHER_SECRET=info["secret"], TETHER_LOG_TO_DRIVER="0")
     try:
         return subprocess.call([sys.executable, args.script, *args.args], env=env)
     finally:

@@ -127,6 +127,10 @@ void ChildProcesses::forward_line(const Child& child, int stream, std::string_vi
     if (n <= 0) break;  // our own output is gone (the driver closed it): the line is dropped
     written += static_cast<std::size_t>(n);
   }
+  if (on_line) {
+    prefixed.pop_back();
+    on_line(stream, prefixed);
+  }
 }
 
 void ChildProcesses::on_sigchld() {

@@ -31,6 +31,8 @@ class ChildProcesses {
   // watching SIGCHLD too, so the io context can run out of work and end.
   void stop_all(std::chrono::milliseconds grace);
   std::size_t running() const { return children_.size(); }
+  // Also told each prefixed line (stream 0: stdout, 1: stderr), after it was written.
+  std::function<void(int stream, const std::string& line)> on_line;
 
  private:
   struct Child;

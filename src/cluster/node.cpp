@@ -46,6 +46,7 @@ Node::Node(asio::io_context& io, NodeOptions options, store::ObjectStore& store)
       available_(options_.resources),
       reporter_(io) {
   objects_.on_free = [this](const ObjectId& id, const ObjectValue& value) { on_object_freed(id, value); };
+  processes_.on_line = [this](int stream, const std::string& line) { on_worker_output(stream, line); };
   if (options_.max_task_workers == 0) {
     auto cpus = options_.resources.count("CPU") ? options_.resources.at("CPU") : 1.0;
     options_.max_task_workers = static_cast<std::size_t>(std::max(1.0, cpus)) * 2 + 2;
@@ -111,6 +112,7 @@ void Node::add_methods() {
   add_method("name_actor", bind(&Node::name_actor));
   add_method("unname_actor", bind(&Node::unname_actor), true);
   add_method("actor_dead", bind(&Node::actor_dead), true);
+  add_method("output", bind(&Node::output), true);
 }
 
 Node::Client* Node::client_of(const Call& call) {
@@ -133,6 +135,8 @@ void Node::hello(Call&& call) {
   client->kind = std::string(*kind);
   client->number = next_client_number_++;
   client->pid = static_cast<int>(*pid);
+  // A driver that gives an exported object gets the workers' output lines (node_output.cpp).
+  if (const auto* sink = call.kwarg("output"); sink && sink->type == msgpack::type::POSITIVE_INTEGER) client->output_sink = sink->via.u64;
   if (*kind == "worker") {
     auto worker_id = service::as_u64(call.param(2, "worker_id"), "node.hello: argument 'worker_id'");
     auto runner = service::as_u64(call.param(3, "runner"), "node.hello: argument 'runner'");

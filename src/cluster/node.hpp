@@ -165,6 +165,10 @@ class Node final : public service::Service {
   void report(service::Call&& call);
   void fetch(service::Call&& call);
   void pack_directory(service::ReplyBuilder& reply) const;
+  // Workers' output (node_output.cpp): to the head, and to the drivers that asked for it.
+  void on_worker_output(int stream, std::string line);
+  void flush_output();
+  void output(service::Call&& call);
   void update_directory(const std::vector<NodeInfo>& directory);
   Peer& add_peer(const NodeInfo& info);
   void connect_peer(Peer& peer);
@@ -228,6 +232,8 @@ class Node final : public service::Service {
   std::unordered_set<ObjectId> retained_at_owner_;          // other nodes' objects we hold a reference to
   std::unordered_map<ObjectId, std::shared_ptr<Transfer>> transfers_;
   asio::steady_timer reporter_;
+  std::vector<std::pair<int, std::string>> pending_output_;  // lines not yet sent on
+  bool output_flush_posted_ = false;
   std::size_t starting_task_workers_ = 0;
   std::size_t failed_worker_starts_ = 0;  // in a row: after a few, waiting tasks fail instead
 };

@@ -18,6 +18,8 @@ struct Node::Client {
   int pid = 0;
   std::uint64_t worker_id = 0;
   std::uint32_t peer = 0;    // kind "node": the other node's id
+  std::uint64_t output_sink = 0;   // a driver's exported object that prints workers' output lines
+  std::uint64_t output_batches = 0;  // numbered, so it prints them in order
   // Store objects node.get gave it to map, pinned until it says it unmapped them (counted).
   std::unordered_map<ObjectId, std::uint32_t> pinned_for_reading;
   std::unordered_set<ObjectId> unsealed;            // store objects it created and has not sealed

@@ -8,6 +8,7 @@ Tasks that must stay running wait for a gate file the test creates, so no test d
 import os
 import signal
 import subprocess
+import textwrap
 import sys
 import time
 from pathlib import Path
@@ -36,8 +37,9 @@ class Node:
 
     def __init__(self, num_cpus=1, resources=None):
         head = cluster_state.info()
+        # Its output is not printed here: its workers' lines reach this driver through the head.
         self.process, self.info = launcher.start_embedded(num_cpus, resources, None, join=head["address"],
-                                                          secret=head["secret"])
+                                                          secret=head["secret"], forward_output=False)
         self.id = self.info["node_id"]
         assert eventually(lambda: self.id in {n["node_id"] for n in tether.nodes()}), "the node never joined"
 
@@ -371,3 +373,60 @@ def test_silent_node_is_dropped_and_stops(two_nodes):
         frozen.process.send_signal(signal.SIGCONT)
         frozen.stop()
     assert tether.get(special_node.remote(), timeout=TIMEOUT) == two_nodes.uri_of_its_workers()
+
+
+# ---- workers' output ----
+
+
+@tether.remote(resources={"special": 1})
+def shout(text):
+    print(text, flush=True)
+    return True
+
+
+def test_output_of_a_worker_on_the_other_node_reaches_this_driver(two_nodes, capsys):
+    """Node 2 sends its workers' lines to the head, whose output this driver prints, prefixed
+    with the node and the worker."""
+    marker = f"marker-{os.getpid()}-{time.monotonic_ns()}"
+    assert tether.get(shout.remote(marker), timeout=TIMEOUT)
+    printed = []
+
+    def seen():
+        printed.append(capsys.readouterr().out)
+        return [line for line in "".join(printed).splitlines() if line.endswith(marker)]
+
+    lines = eventually(seen)
+    assert lines and lines[0].startswith(f"[node {two_nodes.id}] (worker ")
+
+
+def test_a_driver_that_joined_by_address_gets_every_workers_output(two_nodes):
+    """A driver in another process, joined by address, is sent the lines of workers on the head
+    and on node 2; with log_to_driver=False it gets none."""
+    head = cluster_state.info()
+    script = textwrap.dedent(f"""
+        import sys, time, tether
+        tether.init(address={head['address']!r}, secret={head['secret']!r}, log_to_driver=sys.argv[1] == "yes")
+
+        @tether.remote
+        def here(text):
+            print(text, flush=True)
+
+        @tether.remote(resources={{"special": 1}})
+        def there(text):
+            print(text, flush=True)
+
+        tether.get([here.remote("from-the-head"), there.remote("from-node-2")], timeout=60)
+        time.sleep(1.0)  # lines travel as oneway messages: give them time before leaving
+        tether.shutdown()
+    """)
+    for wanted in ("yes", "no"):
+        ran = subprocess.run([sys.executable, "-c", script, wanted], capture_output=True, text=True, timeout=120)
+        assert ran.returncode == 0, ran.stderr
+        lines = ran.stdout.splitlines()
+        from_head = [line for line in lines if line.endswith("from-the-head")]
+        from_node2 = [line for line in lines if line.endswith("from-node-2")]
+        if wanted == "yes":
+            assert from_head and from_head[0].startswith("(worker "), ran.stdout
+            assert from_node2 and from_node2[0].startswith(f"[node {two_nodes.id}] (worker "), ran.stdout
+        else:
+            assert not from_head and not from_node2, ran.stdout

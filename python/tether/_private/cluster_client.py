@@ -7,6 +7,7 @@ import itertools
 import mmap
 import os
 import struct
+import sys
 import threading
 import time
 import weakref
@@ -74,6 +75,30 @@ class _NotBlocking:
 _NOT_BLOCKING = _NotBlocking()
 
 
+class _OutputSink:
+    """What a driver exports for the node to send workers' output lines to (node.hello output=).
+    Batches are numbered: ones that arrive early wait, so the lines print in the workers' order."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._next = 1
+        self._early: dict[int, list] = {}
+
+    def lines(self, number: int, lines: list) -> None:
+        with self._lock:
+            self._early[number] = lines
+            while self._next in self._early:
+                for stream, line in self._early.pop(self._next):
+                    target = sys.stderr if stream == 1 else sys.stdout
+                    try:
+                        if target is not None:
+                            target.write(line + "\n")
+                            target.flush()
+                    except (ValueError, OSError):
+                        pass  # the driver's output is closed: the line is dropped
+                self._next += 1
+
+
 class ClusterClient:
     """The calls a program makes to its node, with the local bookkeeping of ObjectRefs."""
 
@@ -89,13 +114,15 @@ class ClusterClient:
         self._releases: list[bytes] = []  # ids whose last local ObjectRef died, not yet told
         self._flusher = None
 
-    def hello(self, kind: str = "driver", worker_id: int = 0, runner=None) -> None:
+    def hello(self, kind: str = "driver", worker_id: int = 0, runner=None, output: bool = False) -> None:
         """Introduces this process to the node. A worker's node may send it tasks at once, so the
-        process must be ready to run them before calling this."""
+        process must be ready to run them before calling this. A driver with `output` gets the
+        output lines of every worker of the cluster printed on its own stdout and stderr."""
         args = ("driver", os.getpid()) if kind == "driver" else \
             ("worker", os.getpid(), worker_id, self.channel.export(runner, {"run"}))
         self.is_worker = kind == "worker"
-        info = self.call("hello", *args)
+        kwargs = {"output": self.channel.export(_OutputSink(), {"lines"})} if output else None
+        info = self.channel.call("node", "hello", args, kwargs, 60.0, _MSGPACK)
         self.node_id = info["node_id"]
         self.client_number = info["client"]
         self.resources = info["resources"]

@@ -43,9 +43,12 @@ def resolved_dependency(index: int):
     return _dependencies.values[index]
 
 
-def start(address, *, num_cpus=None, resources=None, secret=None, object_store_memory=None) -> dict:
+def start(address, *, num_cpus=None, resources=None, secret=None, object_store_memory=None,
+          log_to_driver=True) -> dict:
     """Joins the cluster at `address` ("host:port"; "auto": the one `tether start --head` recorded;
-    None: $TETHER_ADDRESS if set, else a new private cluster)."""
+    None: $TETHER_ADDRESS if set, else a new private cluster). With `log_to_driver`, workers' output
+    reaches this process's stdout and stderr: sent by the node it joined, or read from the output
+    of the daemon it started (where other nodes' lines arrive too)."""
     global _client, _daemon, _info
     with _lock:
         if address is None:
@@ -64,10 +67,11 @@ def start(address, *, num_cpus=None, resources=None, secret=None, object_store_m
                 raise ValueError("joining a cluster needs its secret: secret= or $TETHER_SECRET")
             secret_bytes = secret_value.encode() if isinstance(secret_value, str) else bytes(secret_value)
             joined = ClusterClient(f"tether://{address}/node", secret_bytes)
-            joined.hello()
+            joined.hello(output=log_to_driver and os.environ.get("TETHER_LOG_TO_DRIVER") != "0")
             _client, _info = joined, {"address": address}
             return dict(_info)
-        daemon, started = launcher.start_embedded(num_cpus, resources, object_store_memory)
+        daemon, started = launcher.start_embedded(num_cpus, resources, object_store_memory,
+                                                  forward_output=log_to_driver)
         _daemon, _info = daemon, started
         try:
             _client = ClusterClient(launcher.unix_uri(started["node_socket"]), started["secret"].encode())

@@ -74,11 +74,11 @@ def unix_uri(path: str) -> str:
     return "tether+unix://" + path.replace("%", "%25").replace("/", "%2F") + "/node"
 
 
-def _pump(stream):
+def _pump(stream, forward=True):
     # sys.stdout is looked up for each line, not once at init: output follows a later redirection
     # (contextlib.redirect_stdout, a test's capture) like the driver's own prints do.
     for line in iter(stream.readline, b""):
-        target = sys.stdout
+        target = sys.stdout if forward else None
         if target is None:
             continue
         try:
@@ -88,7 +88,8 @@ def _pump(stream):
             pass  # the driver's stdout is closed: worker output is dropped, not an error
 
 
-def start_embedded(num_cpus=None, resources=None, object_store_memory=None, join=None, secret=None):
+def start_embedded(num_cpus=None, resources=None, object_store_memory=None, join=None, secret=None,
+                   forward_output=True):
     """A daemon that lives as long as this process (it watches our end of its stdin) and whose
     workers' output comes to our stdout. Returns (process, info). With `join` (and the cluster's
     `secret`) the daemon joins that cluster's head as one more node."""
@@ -102,7 +103,7 @@ def start_embedded(num_cpus=None, resources=None, object_store_memory=None, join
         daemon.kill()
         daemon.wait()
         raise
-    threading.Thread(target=_pump, args=(daemon.stdout,), name="tether-worker-output", daemon=True).start()
+    threading.Thread(target=_pump, args=(daemon.stdout, forward_output), name="tether-worker-output", daemon=True).start()
     info["secret"] = secret
     return daemon, info
 
