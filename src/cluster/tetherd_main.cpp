@@ -17,6 +17,7 @@
 #include "rpc/listener.hpp"
 #include "rpc/runtime.hpp"
 #include "service/service.hpp"
+#include "tuplespace/tuple_space.hpp"
 
 namespace {
 
@@ -253,6 +254,7 @@ int main(int argc, char** argv) {
   // The node and everything it starts live on the io thread.
   std::unique_ptr<cluster::Node> node;
   std::unique_ptr<cluster::NameService> names;  // the head keeps the cluster's name server
+  std::unique_ptr<tuplespace::TupleSpaces> spaces;  // and its tuple spaces
   std::promise<void> built;
   asio::post(runtime->context(), [&] {
     node = std::make_unique<cluster::Node>(runtime->context(), node_options, *object_store);
@@ -261,6 +263,8 @@ int main(int argc, char** argv) {
       names = std::make_unique<cluster::NameService>(
           runtime->context(), std::chrono::milliseconds(static_cast<long long>(args.ns_sweep_seconds * 1000)));
       host->add(*names);
+      spaces = std::make_unique<tuplespace::TupleSpaces>(runtime->context());
+      host->add(*spaces);
     } else {
       node->attach_to_head(joined.head, joined.directory);
     }
@@ -299,6 +303,7 @@ int main(int argc, char** argv) {
   asio::post(runtime->context(), [&] {
     node->stop_workers(std::chrono::milliseconds(1000));
     if (names) names->stop();
+    if (spaces) spaces->stop();
     std::error_code ignored;
     signals.cancel(ignored);  // nothing left to wait for: the io context can drain and end
     stopped.set_value();
@@ -308,6 +313,7 @@ int main(int argc, char** argv) {
   tcp->reset();
   local->reset();
   names.reset();
+  spaces.reset();
   node.reset();
   object_store.reset();
   std::filesystem::remove(socket_path, ec);

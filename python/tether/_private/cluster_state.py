@@ -68,7 +68,7 @@ def start(address, *, num_cpus=None, resources=None, secret=None, object_store_m
             secret_bytes = secret_value.encode() if isinstance(secret_value, str) else bytes(secret_value)
             joined = ClusterClient(f"tether://{address}/node", secret_bytes)
             joined.hello(output=log_to_driver and os.environ.get("TETHER_LOG_TO_DRIVER") != "0")
-            _client, _info = joined, {"address": address}
+            _client, _info = joined, {"address": address, "secret": secret_value}
             return dict(_info)
         daemon, started = launcher.start_embedded(num_cpus, resources, object_store_memory,
                                                   forward_output=log_to_driver)

@@ -1,0 +1,295 @@
+"""Linda tuple spaces, as PyBrenda's, with JavaSpaces' leases and notifications: the Python face of
+the C++ service "tuplespace" that the cluster's head serves (docs/tuplespace.md).
+
+    space = tether.TupleSpace("jobs")
+    space.out(("job", 1, "resize"))
+    kind, number, what = space.in_(("job", int, tether.ANY))
+
+Fields are None, bool, int (64-bit), float, str, bytes, or tuples of these; a template field may
+also be one of those types, or tether.ANY. A value matches on type and value: 1 matches neither 1.0
+nor True."""
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+
+from ._private import cluster_state
+from ._private.runtime import client_runtime, secret_bytes
+
+_MSGPACK = 1
+_INT_MIN, _INT_MAX = -(1 << 63), (1 << 64) - 1
+_TYPE_NAMES = {type(None): "NoneType", bool: "bool", int: "int", float: "float", str: "str", bytes: "bytes",
+               tuple: "tuple"}
+
+
+class _Any:
+    """The template field that matches any value."""
+
+    _instance = None
+
+    def __new__(cls):
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self):
+        return "tether.ANY"
+
+    def __reduce__(self):
+        return (_Any, ())
+
+
+ANY = _Any()
+
+
+def _field(value, where: str):
+    kind = type(value)
+    if value is None or kind in (bool, str, bytes, float):
+        return value
+    if kind is int:
+        if not _INT_MIN <= value <= _INT_MAX:
+            raise ValueError(f"{where}: {value} does not fit in 64 bits")
+        return value
+    if kind in (tuple, list):
+        return [_field(v, where) for v in value]
+    raise TypeError(f"{where}: unsupported value of type {kind.__name__} (tuple fields are None, bool, int, "
+                    "float, str, bytes, or tuples of these)")
+
+
+def _tuple_fields(values) -> list:
+    if not isinstance(values, tuple):
+        raise TypeError(f"a tuple space holds tuples, not {type(values).__name__}")
+    return [_field(v, "tuple") for v in values]
+
+
+def _template_fields(template) -> list:
+    if not isinstance(template, tuple):
+        raise TypeError(f"a template is a tuple, not {type(template).__name__}")
+    fields = []
+    for value in template:
+        if value is ANY:
+            fields.append({"any": True})
+        elif isinstance(value, type):
+            name = _TYPE_NAMES.get(value)
+            if name is None:
+                raise TypeError(f"a template field may be the type None, bool, int, float, str, bytes or tuple, "
+                                f"not {value.__name__}")
+            fields.append({"type": name})
+        else:
+            fields.append(_field(value, "template"))
+    return fields
+
+
+def _as_tuple(fields):
+    return tuple(_as_tuple(f) if isinstance(f, list) else f for f in fields)
+
+
+def _check_seconds(value, what: str):
+    if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0):
+        raise ValueError(f"{what} must be a non-negative number of seconds or None, got {value!r}")
+
+
+class _Channels:
+    """One connection per server and secret, shared by every TupleSpace of the process."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._channels: dict = {}
+
+    def get(self, uri: str, secret):
+        with self._lock:
+            channel = self._channels.get((uri, secret))
+            if channel is None or not channel.is_open:
+                channel = self._connect(uri, secret)
+                self._channels[(uri, secret)] = channel
+            return channel
+
+    @staticmethod
+    def _connect(uri: str, secret):
+        # Connecting blocks, which an io thread must not do, and a cluster worker runs its tasks on
+        # one: the connection is made on a thread of its own.
+        outcome: list = []
+
+        def connect():
+            try:
+                outcome.append(client_runtime().connect(uri, secret=secret, timeout=10.0))
+            except BaseException as exc:  # raised below, in the caller's thread
+                outcome.append(exc)
+
+        thread = threading.Thread(target=connect, name="tether-connect")
+        thread.start()
+        thread.join()
+        if isinstance(outcome[0], BaseException):
+            raise outcome[0]
+        return outcome[0]
+
+
+_channels = _Channels()
+
+
+def _cluster_uri() -> tuple[str, bytes | None]:
+    """The head of the cluster this process is in (tether.init, or a worker's own cluster)."""
+    info = cluster_state.info()
+    if info.get("node_socket") and info.get("node_id", 1) == 1:
+        path = info["node_socket"]
+        return "tether+unix://" + path.replace("%", "%25").replace("/", "%2F") + "/tuplespace", secret_bytes(info.get("secret"))
+    head = [n for n in cluster_state.client().call("status")["nodes"] if n[0] == 1]
+    if not head:
+        raise ConnectionError("the cluster's head is not known to this node")
+    return f"tether://{head[0][1]}/tuplespace", secret_bytes(info.get("secret"))
+
+
+class TupleSpace:
+    """A named tuple space. With no `address`, the one the cluster's head serves (after
+    tether.init(), or in a task); with `address` ("host:port"), the one a tetherd head there serves."""
+
+    def __init__(self, name: str = "default", *, address: str | None = None, secret=None):
+        if not isinstance(name, str) or not name:
+            raise ValueError("a tuple space needs a non-empty name")
+        self.name = name
+        self._address = address
+        if address is None:
+            self._uri, self._secret = _cluster_uri()
+        else:
+            self._uri, self._secret = f"tether://{address}/tuplespace", secret_bytes(secret)
+
+    def _call(self, method: str, *args, timeout=60.0):
+        channel = _channels.get(self._uri, self._secret)
+        return channel.call("tuplespace", method, (self.name, *args), None, timeout, _MSGPACK)
+
+    def out(self, values: tuple, lease: float | None = None) -> None:
+        """Writes the tuple; with `lease` (seconds) it is gone after that long unless taken before."""
+        _check_seconds(lease, "lease")
+        self._call("out", _tuple_fields(values), lease)
+
+    def in_(self, template: tuple, timeout: float | None = None) -> tuple:
+        """Takes a tuple that matches, waiting for one (first come, first served); TimeoutError
+        if none came within `timeout` seconds."""
+        return self._wait("take", template, timeout)
+
+    def rd(self, template: tuple, timeout: float | None = None) -> tuple:
+        """Reads a tuple that matches without taking it, waiting for one; TimeoutError as in_."""
+        return self._wait("read", template, timeout)
+
+    def inp(self, template: tuple):
+        """Takes a tuple that matches now, or returns None."""
+        found = self._call("take", _template_fields(template), 0)
+        return None if found is None else _as_tuple(found)
+
+    def rdp(self, template: tuple):
+        """Reads a tuple that matches now, or returns None."""
+        found = self._call("read", _template_fields(template), 0)
+        return None if found is None else _as_tuple(found)
+
+    def _wait(self, method: str, template: tuple, timeout):
+        _check_seconds(timeout, "timeout")
+        fields = _template_fields(template)
+        found = self._call(method, fields, timeout, timeout=None if timeout is None else timeout + 30.0)
+        if found is None:
+            raise TimeoutError(f"no tuple matched {template!r} within {timeout} s")
+        return _as_tuple(found)
+
+    def count(self) -> int:
+        """How many tuples the space holds now."""
+        return self._call("count")
+
+    def eval(self, prefix: tuple, function, *args):
+        """Runs function(*args) as a cluster task, which then writes prefix + (result,) here.
+        Returns the task's ObjectRef (its value is the result)."""
+        from .cluster import remote
+
+        if not isinstance(prefix, tuple):
+            raise TypeError("eval's prefix is a tuple")
+        _tuple_fields(prefix)
+        return remote(_evaluate).remote(self.name, self._address, prefix, function, args)
+
+    def notify(self, template: tuple) -> "Notifications":
+        """The tuples that match `template` as they are written from now on: iterate (or async
+        iterate) over them; close() ends it."""
+        return Notifications(self, _template_fields(template))
+
+    def __repr__(self):
+        return f"TupleSpace({self.name!r})"
+
+
+def _evaluate(space_name, address, prefix, function, args):
+    result = function(*args)
+    TupleSpace(space_name, address=address).out(tuple(prefix) + (result,))
+    return result
+
+
+class _Watch:
+    """The object the space sends matching tuples to (numbered, so they are handed on in order)."""
+
+    def __init__(self):
+        self.queue: queue.Queue = queue.Queue()
+        self._lock = threading.Lock()
+        self._next = 1
+        self._early: dict = {}
+
+    def tuple(self, watch: int, number: int, fields) -> None:
+        with self._lock:
+            self._early[number] = fields
+            while self._next in self._early:
+                self.queue.put(_as_tuple(self._early.pop(self._next)))
+                self._next += 1
+
+
+_CLOSED = object()
+
+
+class Notifications:
+    """An iterator (and async iterator) over the tuples a notify() watches for."""
+
+    def __init__(self, space: TupleSpace, template_fields: list):
+        self._space = space
+        self._sink = _Watch()
+        channel = _channels.get(space._uri, space._secret)
+        sink_id = channel.export(self._sink, {"tuple"})
+        self._watch = space._call("notify", template_fields, sink_id)
+        self._closed = False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return self.get()
+
+    def get(self, timeout: float | None = None):
+        """The next tuple; TimeoutError if none came within `timeout`, StopIteration once closed."""
+        if self._closed and self._sink.queue.empty():
+            raise StopIteration
+        try:
+            item = self._sink.queue.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError(f"no tuple came within {timeout} s") from None
+        if item is _CLOSED:
+            raise StopIteration
+        return item
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        try:
+            return await asyncio.get_running_loop().run_in_executor(None, self.get)
+        except StopIteration:
+            raise StopAsyncIteration from None
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._sink.queue.put(_CLOSED)
+        try:
+            channel = _channels.get(self._space._uri, self._space._secret)
+            channel.call_oneway("tuplespace", "unnotify", (self._space.name, self._watch), None, _MSGPACK)
+        except Exception:
+            pass  # the space is gone: nothing left to stop
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
