@@ -78,7 +78,7 @@ Result<std::optional<double>> seconds_of(const msgpack::object* value, std::stri
   if (!value || value->type == msgpack::type::NIL) return std::optional<double>();
   auto seconds = service::as_number(value, what);
   if (!seconds) return seconds.error();
-  if (*seconds < 0) return Error{ErrorKind::bad_request, std::string(what) + " must not be negative"};
+  if (!(*seconds >= 0)) return Error{ErrorKind::bad_request, std::string(what) + " must not be negative (or NaN)"};
   return std::optional<double>(*seconds);
 }
 
@@ -197,7 +197,7 @@ Result<std::vector<Pattern>> TupleSpaces::parse_template(const Call& call, const
                                                              "'; types are NoneType, bool, int, float, str, bytes and tuple"};
         p.kind = Pattern::Kind::type;
         p.type = *named;
-      } else if (service::field(field.via.map, "any")) {
+      } else if (const auto* any = service::field(field.via.map, "any"); any && any->type == msgpack::type::BOOLEAN && any->via.boolean) {
         p.kind = Pattern::Kind::any;
       } else {
         return Error{ErrorKind::bad_request, "a template field that is a map must be {\"type\": name} or {\"any\": true}"};
@@ -232,18 +232,20 @@ void TupleSpaces::out(Call&& call) {
 // take(space, template, timeout=None) / read(...) -> the matching tuple, or nil when none came in
 // time (timeout 0: do not wait).
 void TupleSpaces::take_or_read(Call&& call, bool take) {
-  auto space = space_for(call, true);
+  auto timeout = seconds_of(call.param(2, "timeout"), call.method() + ": argument 'timeout'");
+  if (!timeout) return refuse(call, timeout.error());
+  bool probe = *timeout && **timeout == 0;
+  auto space = space_for(call, !probe);  // a probe of a space nobody wrote to does not make it
   if (!space) return refuse(call, space.error());
   auto pattern = parse_template(call, call.param(1, "template"));
   if (!pattern) return refuse(call, pattern.error());
-  auto timeout = seconds_of(call.param(2, "timeout"), "tuplespace.take: argument 'timeout'");
-  if (!timeout) return refuse(call, timeout.error());
+  if (!*space) return call.reply_nil();
   if (const auto* found = find(**space, *pattern)) {
     deliver(call, *found);
     if (take) remove(**space, found->seq);
     return;
   }
-  if (*timeout && **timeout == 0) return call.reply_nil();
+  if (probe) return call.reply_nil();
   Waiter waiter;
   waiter.pattern = std::move(*pattern);
   waiter.take = take;
@@ -290,7 +292,9 @@ void TupleSpaces::notify(Call&& call) {
 void TupleSpaces::unnotify(Call&& call) {
   auto space = space_for(call, false);
   auto id = service::as_u64(call.param(1, "watch"), "watch");
-  if (space && *space && id) (*space)->watches.erase(*id);
+  if (!space || !*space || !id) return;
+  auto watch = (*space)->watches.find(*id);
+  if (watch != (*space)->watches.end() && watch->second.connection_id == call.connection().id()) (*space)->watches.erase(watch);
 }
 
 // count(space) -> the number of tuples alive in it.
