@@ -18,6 +18,7 @@ from .future import Future
 from .naming import NameServer, locate_ns
 from .proxy import Proxy
 from .server import Server
+from .topics import announce, publish, retained, subscribe
 from .tuplespace import ANY, TupleSpace
 
 _hooks.install()
@@ -30,5 +31,5 @@ __all__ = [
     "is_initialized", "kill", "put", "remote", "shutdown", "wait", "nodes", "available_resources",
     "AuthenticationError", "CallTimeoutError", "CommunicationError", "ConnectionClosedError", "Future",
     "NameServer", "NoSuchObjectError", "ProtocolError", "Proxy", "RemoteError", "Server", "TetherError", "expose", "locate_ns",
-    "oneway", "register_type", "ANY", "TupleSpace",
+    "oneway", "register_type", "ANY", "TupleSpace", "announce", "publish", "retained", "subscribe",
 ]

@@ -14,10 +14,8 @@ import asyncio
 import queue
 import threading
 
-from ._private import cluster_state
-from ._private.runtime import client_runtime, secret_bytes
-
-_MSGPACK = 1
+from ._private import head
+from ._private.head import MSGPACK as _MSGPACK
 _INT_MIN, _INT_MAX = -(1 << 63), (1 << 64) - 1
 _TYPE_NAMES = {type(None): "NoneType", bool: "bool", int: "int", float: "float", str: "str", bytes: "bytes",
                tuple: "tuple"}
@@ -90,54 +88,7 @@ def _check_seconds(value, what: str):
         raise ValueError(f"{what} must be a non-negative number of seconds or None, got {value!r}")
 
 
-class _Channels:
-    """One connection per server and secret, shared by every TupleSpace of the process."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._channels: dict = {}
-
-    def get(self, uri: str, secret):
-        with self._lock:
-            channel = self._channels.get((uri, secret))
-            if channel is None or not channel.is_open:
-                channel = self._connect(uri, secret)
-                self._channels[(uri, secret)] = channel
-            return channel
-
-    @staticmethod
-    def _connect(uri: str, secret):
-        # Connecting blocks, which an io thread must not do, and a cluster worker runs its tasks on
-        # one: the connection is made on a thread of its own.
-        outcome: list = []
-
-        def connect():
-            try:
-                outcome.append(client_runtime().connect(uri, secret=secret, timeout=10.0))
-            except BaseException as exc:  # raised below, in the caller's thread
-                outcome.append(exc)
-
-        thread = threading.Thread(target=connect, name="tether-connect")
-        thread.start()
-        thread.join()
-        if isinstance(outcome[0], BaseException):
-            raise outcome[0]
-        return outcome[0]
-
-
-_channels = _Channels()
-
-
-def _cluster_uri() -> tuple[str, bytes | None]:
-    """The head of the cluster this process is in (tether.init, or a worker's own cluster)."""
-    info = cluster_state.info()
-    if info.get("node_socket") and info.get("node_id", 1) == 1:
-        path = info["node_socket"]
-        return "tether+unix://" + path.replace("%", "%25").replace("/", "%2F") + "/tuplespace", secret_bytes(info.get("secret"))
-    head = [n for n in cluster_state.client().call("status")["nodes"] if n[0] == 1]
-    if not head:
-        raise ConnectionError("the cluster's head is not known to this node")
-    return f"tether://{head[0][1]}/tuplespace", secret_bytes(info.get("secret"))
+_channels = head.channels
 
 
 class TupleSpace:
@@ -149,10 +100,7 @@ class TupleSpace:
             raise ValueError("a tuple space needs a non-empty name")
         self.name = name
         self._address = address
-        if address is None:
-            self._uri, self._secret = _cluster_uri()
-        else:
-            self._uri, self._secret = f"tether://{address}/tuplespace", secret_bytes(secret)
+        self._uri, self._secret = head.service_uri("tuplespace", address, secret)
 
     def _call(self, method: str, *args, timeout=60.0):
         channel = _channels.get(self._uri, self._secret)

@@ -17,6 +17,7 @@
 #include "rpc/listener.hpp"
 #include "rpc/runtime.hpp"
 #include "service/service.hpp"
+#include "topics/topics.hpp"
 #include "tuplespace/tuple_space.hpp"
 
 namespace {
@@ -255,6 +256,7 @@ int main(int argc, char** argv) {
   std::unique_ptr<cluster::Node> node;
   std::unique_ptr<cluster::NameService> names;  // the head keeps the cluster's name server
   std::unique_ptr<tuplespace::TupleSpaces> spaces;  // and its tuple spaces
+  std::unique_ptr<topics::Topics> topics;           // and its topics
   std::promise<void> built;
   asio::post(runtime->context(), [&] {
     node = std::make_unique<cluster::Node>(runtime->context(), node_options, *object_store);
@@ -265,6 +267,8 @@ int main(int argc, char** argv) {
       host->add(*names);
       spaces = std::make_unique<tuplespace::TupleSpaces>(runtime->context());
       host->add(*spaces);
+      topics = std::make_unique<topics::Topics>();
+      host->add(*topics);
     } else {
       node->attach_to_head(joined.head, joined.directory);
     }
@@ -314,6 +318,7 @@ int main(int argc, char** argv) {
   local->reset();
   names.reset();
   spaces.reset();
+  topics.reset();
   node.reset();
   object_store.reset();
   std::filesystem::remove(socket_path, ec);
