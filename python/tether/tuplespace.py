@@ -55,10 +55,13 @@ def _field(value, where: str):
                     "float, str, bytes, or tuples of these)")
 
 
+_FLAT = (str, float, bytes, bool, type(None))
+
+
 def _tuple_fields(values) -> list:
     if not isinstance(values, tuple):
         raise TypeError(f"a tuple space holds tuples, not {type(values).__name__}")
-    return [_field(v, "tuple") for v in values]
+    return [v if type(v) in _FLAT else _field(v, "tuple") for v in values]
 
 
 def _template_fields(template) -> list:
@@ -101,9 +104,12 @@ class TupleSpace:
         self.name = name
         self._address = address
         self._uri, self._secret = head.service_uri("tuplespace", address, secret)
+        self._channel = None
 
     def _call(self, method: str, *args, timeout=60.0):
-        channel = _channels.get(self._uri, self._secret)
+        channel = self._channel  # kept: the shared table's lock is not taken on every call
+        if channel is None or not channel.is_open:
+            channel = self._channel = _channels.get(self._uri, self._secret)
         return channel.call("tuplespace", method, (self.name, *args), None, timeout, _MSGPACK)
 
     def out(self, values: tuple, lease: float | None = None) -> None:
