@@ -56,27 +56,45 @@ class _Sink:
         self._lock = threading.Lock()
         self._next = 1
         self._early: dict = {}
+        self._gap_timer = None
         self.closed = False
 
     def message(self, subscription: int, number: int, subject: str, value) -> None:
         with self._lock:
             self._early[number] = (subject, value)
-            while self._next in self._early:
-                item = self._early.pop(self._next)
-                self._next += 1
-                if self.closed:
-                    continue
-                if self._callback is None:
-                    self.queue.put(item)
-                else:
-                    try:
-                        self._callback(*item)
-                    except Exception:  # a failing callback must not stop the others
-                        import traceback
-                        traceback.print_exc()
+            self._hand_on()
+
+    def _hand_on(self) -> None:
+        while self._next in self._early:
+            item = self._early.pop(self._next)
+            self._next += 1
+            if self.closed:
+                continue
+            if self._callback is None:
+                self.queue.put(item)
+            else:
+                try:
+                    self._callback(*item)
+                except Exception:  # a failing callback must not stop the others
+                    import traceback
+                    traceback.print_exc()
+        if self._early and self._gap_timer is None:
+            # A message this process could not decode (a registered type it does not know) never
+            # arrives: after a second, the ones behind it go on without it.
+            self._gap_timer = threading.Timer(_GAP_WAIT, self._skip_gap, args=(self._next,))
+            self._gap_timer.daemon = True
+            self._gap_timer.start()
+
+    def _skip_gap(self, missing: int) -> None:
+        with self._lock:
+            self._gap_timer = None
+            if self._next == missing and self._early:
+                self._next = min(self._early)
+            self._hand_on()
 
 
 _CLOSED = object()
+_GAP_WAIT = 1.0  # seconds a missing message is waited for
 
 
 class Subscription:
@@ -112,10 +130,17 @@ class Subscription:
         return self
 
     async def __anext__(self):
+        # StopIteration cannot cross a Future: the executor returns a marker instead.
+        item = await asyncio.get_running_loop().run_in_executor(None, self._get_or_end)
+        if item is _CLOSED:
+            raise StopAsyncIteration
+        return item
+
+    def _get_or_end(self):
         try:
-            return await asyncio.get_running_loop().run_in_executor(None, self.get)
+            return self.get()
         except StopIteration:
-            raise StopAsyncIteration from None
+            return _CLOSED
 
     def close(self) -> None:
         if self._sink.closed:

@@ -226,10 +226,17 @@ class Notifications:
         return self
 
     async def __anext__(self):
+        # StopIteration cannot cross a Future: the executor returns a marker instead.
+        item = await asyncio.get_running_loop().run_in_executor(None, self._get_or_end)
+        if item is _CLOSED:
+            raise StopAsyncIteration
+        return item
+
+    def _get_or_end(self):
         try:
-            return await asyncio.get_running_loop().run_in_executor(None, self.get)
+            return self.get()
         except StopIteration:
-            raise StopAsyncIteration from None
+            return _CLOSED
 
     def close(self) -> None:
         if self._closed:

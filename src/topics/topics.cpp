@@ -11,10 +11,13 @@ using service::ReplyBuilder;
 namespace {
 
 constexpr std::int8_t kSegmentExt = 5;  // docs/protocol.md 8.1: large bytes travel out of band
+constexpr std::int8_t kBigIntExt = 4;   // its body is the integer's bytes, not msgpack
 constexpr int kMaxDepth = 64;
 constexpr std::string_view kPresence = "$presence.";
 
 using Packer = msgpack::packer<msgpack::sbuffer>;
+
+Status pack_ext(const Call& call, const msgpack::object& value, Packer& packer, int depth);
 
 // The value as it will be sent on: msgpack as the publisher encoded it (ext types such as tuples
 // included), except bytes sent out of band, which are packed in place.
@@ -52,11 +55,34 @@ Status pack_value(const Call& call, const msgpack::object& value, Packer& packer
         packer.pack_bin_body(reinterpret_cast<const char*>(bytes->data()), static_cast<std::uint32_t>(bytes->size()));
         return Ok{};
       }
+      if (value.via.ext.type() != kBigIntExt) return pack_ext(call, value, packer, depth);
       [[fallthrough]];
     default:
       packer.pack(value);  // other scalars and ext types, byte for byte
       return Ok{};
   }
+}
+
+// The tether profile's ext types other than big integers hold msgpack values (a tuple's or a set's
+// items, a registered type's name and state), which may refer to out-of-band bytes: they are
+// packed again with those bytes in place.
+Status pack_ext(const Call& call, const msgpack::object& value, Packer& packer, int depth) {
+  const char* body = value.via.ext.data();
+  std::size_t size = value.via.ext.size, offset = 0;
+  msgpack::sbuffer inner;
+  Packer inner_packer(inner);
+  while (offset < size) {
+    msgpack::object_handle item;
+    try {
+      msgpack::unpack(item, body, size, offset);
+    } catch (const std::exception&) {
+      return Error{ErrorKind::bad_request, "the value holds an ext type whose contents are not msgpack"};
+    }
+    if (auto packed = pack_value(call, item.get(), inner_packer, depth + 1); !packed) return packed;
+  }
+  packer.pack_ext(inner.size(), value.via.ext.type());
+  packer.pack_ext_body(inner.data(), static_cast<std::uint32_t>(inner.size()));
+  return Ok{};
 }
 
 void refuse(Call& call, const Error& error) {

@@ -154,3 +154,27 @@ def test_bad_input_is_refused_and_topics_go_on(root):
     with tether.subscribe(f"{root}.ok") as fine:
         tether.publish(f"{root}.ok", "still serving", retain=False)
         assert fine.get(timeout=TIMEOUT) == (f"{root}.ok", "still serving")
+
+
+def test_large_bytes_inside_a_tuple_or_a_set_reach_subscribers_and_the_cache(root):
+    """Bytes of 64 KiB and more travel out of band: inside a tuple they must still arrive."""
+    value = (b"a" * 100_000, (1, b"b" * 70_000), frozenset({b"c" * 65_536}))
+    with tether.subscribe(f"{root}.big") as subscription:
+        tether.publish(f"{root}.big", value)
+        assert subscription.get(timeout=TIMEOUT) == (f"{root}.big", value)
+    assert tether.retained(f"{root}.big") == {f"{root}.big": value}
+
+
+def test_async_iteration_ends_when_the_subscription_closes(root):
+    import asyncio
+
+    async def collect():
+        subscription = tether.subscribe(f"{root}.a")
+        tether.publish(f"{root}.a", 1, retain=False)
+        got = []
+        async for subject, value in subscription:
+            got.append(value)
+            subscription.close()
+        return got
+
+    assert asyncio.run(asyncio.wait_for(collect(), TIMEOUT)) == [1]

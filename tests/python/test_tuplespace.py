@@ -275,3 +275,18 @@ def test_the_server_checks_what_the_python_face_would_not_send(space):
     with pytest.raises(ValueError, match="must not be negative"):
         channel.call("tuplespace", "out", (space.name, ["x"], -1.0), None, 10.0, 1)
     assert space.count() == 0
+
+
+def test_async_notify_ends_when_closed(space):
+    import asyncio
+
+    async def collect():
+        watch = space.notify(("n", int))
+        space.out(("n", 1))
+        got = []
+        async for item in watch:
+            got.append(item)
+            watch.close()
+        return got
+
+    assert asyncio.run(asyncio.wait_for(collect(), TIMEOUT)) == [("n", 1)]
