@@ -24,6 +24,26 @@ def _ns(args) -> int:
     return 0
 
 
+def _services(args) -> int:
+    """tetherd --services-only in the foreground: the name server, tuple spaces and topics."""
+    from ._private import launcher
+
+    secret = args.secret or os.environ.get("TETHER_SECRET")
+    if not secret:
+        print("tether services: give --secret or set TETHER_SECRET (clients authenticate with it)", file=sys.stderr)
+        return 2
+    command = [launcher.tetherd_path(), "--services-only", "--host", args.host, "--port", str(args.port)]
+    daemon = subprocess.Popen(command, env=dict(os.environ, TETHER_SECRET=secret), stdout=subprocess.PIPE)
+    ready = daemon.stdout.readline().decode()
+    if not ready.startswith("TETHERD READY"):
+        return daemon.wait() or 1
+    address = launcher.parse_ready(ready)["address"]
+    print(f"tether services (name server, tuple spaces, topics) listening on {address}", flush=True)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: daemon.terminate())
+    return daemon.wait()
+
+
 def _start(args) -> int:
     from ._private import launcher
 
@@ -169,6 +189,12 @@ def main(argv=None) -> int:
     ns.add_argument("--secret", default=None, help="shared secret (default: $TETHER_SECRET)")
     ns.add_argument("--sweep-interval", type=float, default=10.0, help="seconds between liveness checks")
     ns.set_defaults(run=_ns)
+
+    services = commands.add_parser("services", help="serve the name server, tuple spaces and topics, without a cluster")
+    services.add_argument("--host", default="127.0.0.1")
+    services.add_argument("--port", type=int, default=9091)
+    services.add_argument("--secret", default=None, help="shared secret (default: $TETHER_SECRET)")
+    services.set_defaults(run=_services)
 
     start = commands.add_parser("start", help="start a cluster node daemon (tetherd) in the background")
     start.add_argument("--head", action="store_true", help="start a new cluster")

@@ -39,6 +39,7 @@ struct Arguments {
   double ns_sweep_seconds = 10;
   std::string join;  // --address: the head to join; empty for the head itself
   double node_timeout_seconds = 10;
+  bool services_only = false;  // the name server, tuple spaces and topics without a cluster
 };
 
 [[noreturn]] void usage(const std::string& problem) {
@@ -47,6 +48,8 @@ struct Arguments {
                "               [--session-dir DIR] [--secret-file FILE] [--python PATH] [--object-store-memory BYTES]\n"
                "               [--prestart-workers N] [--idle-worker-timeout SECONDS] [--ns-sweep-interval SECONDS]\n"
                "               [--node-timeout SECONDS] [--watch-stdin]\n"
+               "       tetherd --services-only [--host H] [--port P] [--secret-file FILE] [--ns-sweep-interval SECONDS]\n"
+               "               (the name server, tuple spaces and topics, standalone: no node, no workers)\n"
                "The secret comes from --secret-file, else $TETHER_SECRET, else (for a head) a new one is written\n"
                "to DIR/secret. A node that joins needs the cluster's secret.\n";
   std::exit(2);
@@ -90,9 +93,10 @@ Arguments parse(int argc, char** argv) {
     else if (arg == "--watch-stdin") a.watch_stdin = true;
     else if (arg == "--ns-sweep-interval") a.ns_sweep_seconds = number(value(), "--ns-sweep-interval");
     else if (arg == "--node-timeout") a.node_timeout_seconds = number(value(), "--node-timeout");
+    else if (arg == "--services-only") a.services_only = head = true;
     else usage("unknown option " + arg);
   }
-  if (head == !a.join.empty()) usage("give exactly one of --head (start a cluster) and --address (join one)");
+  if (head == !a.join.empty()) usage("give exactly one of --head (start a cluster), --address (join one) and --services-only");
   if (a.port > 65535) usage("--port must be at most 65535");
   if (a.num_cpus == 0) a.num_cpus = std::max(1u, std::thread::hardware_concurrency());
   a.resources["CPU"] = a.num_cpus;
@@ -259,8 +263,10 @@ int main(int argc, char** argv) {
   std::unique_ptr<topics::Topics> topics;           // and its topics
   std::promise<void> built;
   asio::post(runtime->context(), [&] {
-    node = std::make_unique<cluster::Node>(runtime->context(), node_options, *object_store);
-    host->add(*node);
+    if (!args.services_only) {
+      node = std::make_unique<cluster::Node>(runtime->context(), node_options, *object_store);
+      host->add(*node);
+    }
     if (node_options.head) {
       names = std::make_unique<cluster::NameService>(
           runtime->context(), std::chrono::milliseconds(static_cast<long long>(args.ns_sweep_seconds * 1000)));
@@ -305,7 +311,7 @@ int main(int argc, char** argv) {
   (*local)->close("the node is shutting down");
   std::promise<void> stopped;
   asio::post(runtime->context(), [&] {
-    node->stop_workers(std::chrono::milliseconds(1000));
+    if (node) node->stop_workers(std::chrono::milliseconds(1000));
     if (names) names->stop();
     if (spaces) spaces->stop();
     std::error_code ignored;

@@ -290,3 +290,30 @@ def test_async_notify_ends_when_closed(space):
         return got
 
     assert asyncio.run(asyncio.wait_for(collect(), TIMEOUT)) == [("n", 1)]
+
+
+def test_a_standalone_services_server_serves_tuple_spaces_and_topics(tmp_path):
+    """`tether services` runs the coordination services without a cluster; clients reach them by
+    address and secret."""
+    import socket
+
+    with socket.socket() as probe:  # a free port for the server
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = dict(os.environ, TETHER_SECRET="standalone-secret")
+    server = subprocess.Popen([sys.executable, "-m", "tether", "services", "--port", str(port)], env=env,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert "listening on 127.0.0.1:" in server.stdout.readline()
+        address = f"127.0.0.1:{port}"
+        space = tether.TupleSpace("standalone", address=address, secret="standalone-secret")
+        space.out(("hello", 1))
+        assert space.in_(("hello", int), timeout=TIMEOUT) == ("hello", 1)
+        with tether.subscribe("news.#", address=address, secret="standalone-secret") as news:
+            tether.publish("news.today", "sunny", address=address, secret="standalone-secret")
+            assert news.get(timeout=TIMEOUT) == ("news.today", "sunny")
+        with pytest.raises(tether.AuthenticationError):
+            tether.TupleSpace("standalone", address=address, secret="wrong").count()
+    finally:
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=TIMEOUT) in (0, -signal.SIGTERM)
