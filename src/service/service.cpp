@@ -328,4 +328,82 @@ const msgpack::object* field(const msgpack::object_map& map, std::string_view ke
   return nullptr;
 }
 
+
+// ---- values passed on ----
+
+namespace {
+
+constexpr std::int8_t kBigIntExt = 4;  // its body is the integer's bytes, not msgpack
+constexpr int kMaxResolveDepth = 64;
+
+Status pack_resolved_at(const Call& call, const msgpack::object& value, ResolvedPacker& packer, int depth);
+
+// The tether profile's ext types other than big integers hold msgpack values (a tuple's or a set's
+// items, a registered type's name and state), which may refer to out-of-band bytes.
+Status pack_ext(const Call& call, const msgpack::object& value, ResolvedPacker& packer, int depth) {
+  const char* body = value.via.ext.data();
+  std::size_t size = value.via.ext.size, offset = 0;
+  msgpack::sbuffer inner;
+  ResolvedPacker inner_packer(inner);
+  while (offset < size) {
+    msgpack::object_handle item;
+    try {
+      msgpack::unpack(item, body, size, offset);
+    } catch (const std::exception&) {
+      return Error{ErrorKind::bad_request, "the value holds an ext type whose contents are not msgpack"};
+    }
+    if (auto packed = pack_resolved_at(call, item.get(), inner_packer, depth + 1); !packed) return packed;
+  }
+  packer.pack_ext(inner.size(), value.via.ext.type());
+  packer.pack_ext_body(inner.data(), static_cast<std::uint32_t>(inner.size()));
+  return Ok{};
+}
+
+Status pack_resolved_at(const Call& call, const msgpack::object& value, ResolvedPacker& packer, int depth) {
+  if (depth > kMaxResolveDepth) return Error{ErrorKind::bad_request, "the value is nested too deeply"};
+  switch (value.type) {
+    case msgpack::type::ARRAY:
+      packer.pack_array(value.via.array.size);
+      for (std::uint32_t i = 0; i < value.via.array.size; ++i)
+        if (auto packed = pack_resolved_at(call, value.via.array.ptr[i], packer, depth + 1); !packed) return packed;
+      return Ok{};
+    case msgpack::type::MAP:
+      packer.pack_map(value.via.map.size);
+      for (std::uint32_t i = 0; i < value.via.map.size; ++i) {
+        if (auto packed = pack_resolved_at(call, value.via.map.ptr[i].key, packer, depth + 1); !packed) return packed;
+        if (auto packed = pack_resolved_at(call, value.via.map.ptr[i].val, packer, depth + 1); !packed) return packed;
+      }
+      return Ok{};
+    case msgpack::type::FLOAT32:
+    case msgpack::type::FLOAT64: {
+      std::uint64_t bits;
+      std::memcpy(&bits, &value.via.f64, sizeof bits);
+      char out[9];
+      out[0] = static_cast<char>(0xcb);
+      for (int i = 0; i < 8; ++i) out[1 + i] = static_cast<char>((bits >> (8 * (7 - i))) & 0xff);
+      packer.pack_bin_body(out, 9);  // raw bytes: a complete float64
+      return Ok{};
+    }
+    case msgpack::type::EXT:
+      if (value.via.ext.type() == kSegmentExt) {
+        auto bytes = call.bytes_of(value, "the value");
+        if (!bytes) return bytes.error();
+        packer.pack_bin(static_cast<std::uint32_t>(bytes->size()));
+        packer.pack_bin_body(reinterpret_cast<const char*>(bytes->data()), static_cast<std::uint32_t>(bytes->size()));
+        return Ok{};
+      }
+      if (value.via.ext.type() != kBigIntExt) return pack_ext(call, value, packer, depth);
+      [[fallthrough]];
+    default:
+      packer.pack(value);  // other scalars and big integers, byte for byte
+      return Ok{};
+  }
+}
+
+}  // namespace
+
+Status pack_resolved(const Call& call, const msgpack::object& value, ResolvedPacker& packer) {
+  return pack_resolved_at(call, value, packer, 0);
+}
+
 }  // namespace tether::service

@@ -147,6 +147,13 @@ class ReplyHandler final : public rpc::ReplySink {
   Handler handler_;
 };
 
+// Packs a value a caller sent, to be kept or passed on: msgpack as the caller encoded it (ext types
+// such as tuples included), except bytes sent out of band (ext 5), which are packed in place, and
+// floats, which stay float64 (msgpack-c would pack 1.0 as the integer 1). Fails on nesting deeper
+// than 64 levels or an ext whose contents are not msgpack.
+using ResolvedPacker = msgpack::packer<msgpack::sbuffer>;
+Status pack_resolved(const Call& call, const msgpack::object& value, ResolvedPacker& packer);
+
 // Helpers for reading arguments: each names what it expected in its error.
 std::string_view type_name(const msgpack::object& value);
 Result<std::string_view> as_str(const msgpack::object* value, std::string_view what);

@@ -1,7 +1,6 @@
 // Topics: subjects, patterns, the last-value cache and presence (see topics.hpp).
 #include "topics/topics.hpp"
 
-#include <cstring>
 
 namespace tether::topics {
 
@@ -10,80 +9,7 @@ using service::ReplyBuilder;
 
 namespace {
 
-constexpr std::int8_t kSegmentExt = 5;  // docs/protocol.md 8.1: large bytes travel out of band
-constexpr std::int8_t kBigIntExt = 4;   // its body is the integer's bytes, not msgpack
-constexpr int kMaxDepth = 64;
 constexpr std::string_view kPresence = "$presence.";
-
-using Packer = msgpack::packer<msgpack::sbuffer>;
-
-Status pack_ext(const Call& call, const msgpack::object& value, Packer& packer, int depth);
-
-// The value as it will be sent on: msgpack as the publisher encoded it (ext types such as tuples
-// included), except bytes sent out of band, which are packed in place.
-Status pack_value(const Call& call, const msgpack::object& value, Packer& packer, int depth) {
-  if (depth > kMaxDepth) return Error{ErrorKind::bad_request, "the value is nested too deeply"};
-  switch (value.type) {
-    case msgpack::type::ARRAY:
-      packer.pack_array(value.via.array.size);
-      for (std::uint32_t i = 0; i < value.via.array.size; ++i)
-        if (auto packed = pack_value(call, value.via.array.ptr[i], packer, depth + 1); !packed) return packed;
-      return Ok{};
-    case msgpack::type::MAP:
-      packer.pack_map(value.via.map.size);
-      for (std::uint32_t i = 0; i < value.via.map.size; ++i) {
-        if (auto packed = pack_value(call, value.via.map.ptr[i].key, packer, depth + 1); !packed) return packed;
-        if (auto packed = pack_value(call, value.via.map.ptr[i].val, packer, depth + 1); !packed) return packed;
-      }
-      return Ok{};
-    case msgpack::type::FLOAT32:
-    case msgpack::type::FLOAT64: {
-      // As float64: msgpack-c would pack an integral float (1.0) as the integer 1.
-      std::uint64_t bits;
-      std::memcpy(&bits, &value.via.f64, sizeof bits);
-      char out[9];
-      out[0] = static_cast<char>(0xcb);
-      for (int i = 0; i < 8; ++i) out[1 + i] = static_cast<char>((bits >> (8 * (7 - i))) & 0xff);
-      packer.pack_bin_body(out, 9);  // raw bytes: a complete float64
-      return Ok{};
-    }
-    case msgpack::type::EXT:
-      if (value.via.ext.type() == kSegmentExt) {
-        auto bytes = call.bytes_of(value, "the value");
-        if (!bytes) return bytes.error();
-        packer.pack_bin(static_cast<std::uint32_t>(bytes->size()));
-        packer.pack_bin_body(reinterpret_cast<const char*>(bytes->data()), static_cast<std::uint32_t>(bytes->size()));
-        return Ok{};
-      }
-      if (value.via.ext.type() != kBigIntExt) return pack_ext(call, value, packer, depth);
-      [[fallthrough]];
-    default:
-      packer.pack(value);  // other scalars and ext types, byte for byte
-      return Ok{};
-  }
-}
-
-// The tether profile's ext types other than big integers hold msgpack values (a tuple's or a set's
-// items, a registered type's name and state), which may refer to out-of-band bytes: they are
-// packed again with those bytes in place.
-Status pack_ext(const Call& call, const msgpack::object& value, Packer& packer, int depth) {
-  const char* body = value.via.ext.data();
-  std::size_t size = value.via.ext.size, offset = 0;
-  msgpack::sbuffer inner;
-  Packer inner_packer(inner);
-  while (offset < size) {
-    msgpack::object_handle item;
-    try {
-      msgpack::unpack(item, body, size, offset);
-    } catch (const std::exception&) {
-      return Error{ErrorKind::bad_request, "the value holds an ext type whose contents are not msgpack"};
-    }
-    if (auto packed = pack_value(call, item.get(), inner_packer, depth + 1); !packed) return packed;
-  }
-  packer.pack_ext(inner.size(), value.via.ext.type());
-  packer.pack_ext_body(inner.data(), static_cast<std::uint32_t>(inner.size()));
-  return Ok{};
-}
 
 void refuse(Call& call, const Error& error) {
   if (error.kind == ErrorKind::bad_request) return call.fail(ErrorKind::failed, error.message, "builtins.ValueError");
@@ -160,8 +86,8 @@ void Topics::publish(Call&& call) {
   const auto* retain_arg = call.param(2, "retain");
   bool retain = !retain_arg || retain_arg->type != msgpack::type::BOOLEAN || retain_arg->via.boolean;
   msgpack::sbuffer buffer;
-  Packer packer(buffer);
-  if (auto packed = pack_value(call, *value, packer, 0); !packed) return refuse(call, packed.error());
+  service::ResolvedPacker packer(buffer);
+  if (auto packed = service::pack_resolved(call, *value, packer); !packed) return refuse(call, packed.error());
   if (buffer.size() > limits_.max_value_bytes)
     return refuse(call, Error{ErrorKind::bad_request, "the value is larger than the limit of " + std::to_string(limits_.max_value_bytes) + " bytes"});
   if (retain && !retained_.count(*subject) && retained_.size() >= limits_.max_retained)
@@ -260,7 +186,7 @@ void Topics::presence(const std::string& name, bool present) {
     for (const auto& [id, announcement] : announcements_)
       if (announcement.name == name) return;
   msgpack::sbuffer buffer;
-  Packer packer(buffer);
+  service::ResolvedPacker packer(buffer);
   packer.pack_map(1);
   packer.pack(std::string("present"));
   packer.pack(present);
