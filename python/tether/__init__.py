@@ -18,6 +18,7 @@ from .future import Future
 from .naming import NameServer, locate_ns
 from .proxy import Proxy
 from .server import Server
+from .groups import Group, Message, View
 from .topics import announce, publish, retained, subscribe
 from .tuplespace import ANY, TupleSpace
 
@@ -32,4 +33,5 @@ __all__ = [
     "AuthenticationError", "CallTimeoutError", "CommunicationError", "ConnectionClosedError", "Future",
     "NameServer", "NoSuchObjectError", "ProtocolError", "Proxy", "RemoteError", "Server", "TetherError", "expose", "locate_ns",
     "oneway", "register_type", "ANY", "TupleSpace", "announce", "publish", "retained", "subscribe",
+    "Group", "Message", "View",
 ]

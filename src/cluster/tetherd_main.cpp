@@ -17,6 +17,7 @@
 #include "rpc/listener.hpp"
 #include "rpc/runtime.hpp"
 #include "service/service.hpp"
+#include "groups/groups.hpp"
 #include "topics/topics.hpp"
 #include "tuplespace/tuple_space.hpp"
 
@@ -261,6 +262,7 @@ int main(int argc, char** argv) {
   std::unique_ptr<cluster::NameService> names;  // the head keeps the cluster's name server
   std::unique_ptr<tuplespace::TupleSpaces> spaces;  // and its tuple spaces
   std::unique_ptr<topics::Topics> topics;           // and its topics
+  std::unique_ptr<groups::Groups> groups;           // and its process groups
   std::promise<void> built;
   asio::post(runtime->context(), [&] {
     if (!args.services_only) {
@@ -275,6 +277,8 @@ int main(int argc, char** argv) {
       host->add(*spaces);
       topics = std::make_unique<topics::Topics>();
       host->add(*topics);
+      groups = std::make_unique<groups::Groups>(runtime->context());
+      host->add(*groups);
     } else {
       node->attach_to_head(joined.head, joined.directory);
     }
@@ -314,6 +318,7 @@ int main(int argc, char** argv) {
     if (node) node->stop_workers(std::chrono::milliseconds(1000));
     if (names) names->stop();
     if (spaces) spaces->stop();
+    if (groups) groups->stop();
     std::error_code ignored;
     signals.cancel(ignored);  // nothing left to wait for: the io context can drain and end
     stopped.set_value();
@@ -325,6 +330,7 @@ int main(int argc, char** argv) {
   names.reset();
   spaces.reset();
   topics.reset();
+  groups.reset();
   node.reset();
   object_store.reset();
   std::filesystem::remove(socket_path, ec);

@@ -92,6 +92,9 @@ def connect_worker(uri: str, secret: bytes, worker_id: int, runner) -> ClusterCl
 
 def stop() -> None:
     global _client, _daemon, _info
+    from . import head  # (imported here: head imports this module)
+
+    head.channels.close_all()  # tuple spaces, topics and groups of this cluster go with it
     with _lock:
         current, daemon, started = _client, _daemon, _info
         _client, _daemon, _info = None, None, {}

@@ -3,6 +3,7 @@ secret, shared by the whole process, made on a thread of its own (a cluster work
 an io thread, which must not block)."""
 from __future__ import annotations
 
+import atexit
 import threading
 
 from . import cluster_state
@@ -24,6 +25,17 @@ class _Channels:
                 self._channels[(uri, secret)] = channel
             return channel
 
+    def close_all(self) -> None:
+        """Closes every connection: nothing arrives for the process's objects after this (called by
+        tether.shutdown() and at exit, before the runtime's threads stop)."""
+        with self._lock:
+            open_channels, self._channels = list(self._channels.values()), {}
+        for channel in open_channels:
+            try:
+                channel.close()
+            except Exception:
+                pass  # closed already
+
 
 def _connect(uri: str, secret):
     outcome: list = []
@@ -43,6 +55,7 @@ def _connect(uri: str, secret):
 
 
 channels = _Channels()
+atexit.register(channels.close_all)  # runs before the runtime's own exit hook (registered earlier)
 
 
 def service_uri(service: str, address: str | None = None, secret=None) -> tuple[str, bytes | None]:

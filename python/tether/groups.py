@@ -1,0 +1,231 @@
+"""Process groups, as Spread's: members join a named group, receive views (who is in it, who joined,
+who left and why) and messages in one order that every member sees, with Spread's service levels.
+The Python face of the C++ service "groups" that the cluster's head serves (docs/groups.md).
+
+    with tether.Group("chat") as group:
+        group.send("hello", order="agreed")
+        for item in group:             # tether.View or tether.Message, in the group's order
+            ...
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import queue
+import threading
+from typing import Any
+
+from ._private import head
+from ._private.head import MSGPACK as _MSGPACK
+
+ORDERS = ("unreliable", "reliable", "fifo", "causal", "agreed", "safe")
+
+
+@dataclasses.dataclass(frozen=True)
+class View:
+    """A membership view: the same members in the same order at every member."""
+
+    id: int
+    members: tuple
+    joined: tuple
+    left: tuple  # (name, reason) pairs; reason is "leave" or "disconnect"
+
+
+@dataclasses.dataclass(frozen=True)
+class Message:
+    sender: str  # the sender's private name
+    data: Any
+    order: str
+
+
+class _Events:
+    """What the head sends a member: numbered events, handed on in their order."""
+
+    def __init__(self, group: "Group"):
+        self._group = group
+        self._lock = threading.Lock()
+        self._next = 1
+        self._early: dict = {}
+
+    def event(self, number: int, kind: str, *body) -> None:
+        with self._lock:
+            self._early[number] = (kind, body)
+            while self._next in self._early:
+                kind, body = self._early.pop(self._next)
+                self._next += 1
+                self._group._on_event(kind, body)
+
+
+_CLOSED = object()
+
+
+class Group:
+    """A membership of the group `name` (joined on creation). A member that stays silent longer
+    than `failure_timeout` seconds (its process stopped, or its machine cut off) is removed with
+    reason "disconnect"; tether sends heartbeats for a live one."""
+
+    def __init__(self, name: str, *, failure_timeout: float = 5.0, address: str | None = None, secret=None):
+        if not isinstance(failure_timeout, (int, float)) or not 0 < failure_timeout <= 3600:
+            raise ValueError("failure_timeout must be between 0 and 3600 seconds")
+        self.name = name
+        self._uri, self._secret = head.service_uri("groups", address, secret)
+        self._channel = head.channels.get(self._uri, self._secret)
+        self._queue: queue.Queue = queue.Queue()
+        self._state = threading.Condition()
+        self._view: View | None = None
+        self._flushing = False
+        self._sending = 0
+        self._left = False
+        self._held: list = []        # events behind a safe message not yet released
+        self._released: set = set()  # safe messages released before they came up
+        self._events = _Events(self)
+        sink = self._channel.export(self._events, {"event"})
+        info = self._channel.call("groups", "join", (name, sink, float(failure_timeout)), None, 60.0, _MSGPACK)
+        self.member_id, self.private_name = info["member"], info["name"]
+        self._heartbeat = threading.Thread(target=self._beat, args=(failure_timeout / 4,), daemon=True,
+                                           name=f"tether-group-{name}")
+        self._heartbeat.start()
+        with self._state:
+            if not self._state.wait_for(lambda: self._view is not None, timeout=60):
+                raise TimeoutError(f"joining group {name!r}: no view came within 60 s")
+
+    # ---- sending ----
+
+    def send(self, data, order: str = "agreed", *, to: str | None = None, self_discard: bool = False) -> None:
+        """Sends `data` to every member (or to the member whose private name is `to`)."""
+        if order not in ORDERS:
+            raise ValueError(f"unknown order {order!r}: one of {', '.join(ORDERS)}")
+        with self._state:
+            self._state.wait_for(lambda: not self._flushing or self._left)
+            if self._left:
+                raise ValueError(f"send after leave: this member left group {self.name!r}")
+            self._sending += 1
+        try:
+            self._channel.call("groups", "send", (self.name, self.member_id, data, order, to, bool(self_discard)),
+                               None, 60.0, _MSGPACK)
+        finally:
+            with self._state:
+                self._sending -= 1
+                self._state.notify_all()
+
+    # ---- receiving ----
+
+    def receive(self, timeout: float | None = None):
+        """The next View or Message; TimeoutError if none came in time; StopIteration after leave."""
+        try:
+            item = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError(f"nothing from group {self.name!r} within {timeout} s") from None
+        if item is _CLOSED:
+            self._queue.put(_CLOSED)
+            raise StopIteration
+        return item
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return self.receive()
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        item = await asyncio.get_running_loop().run_in_executor(None, self._receive_or_end)
+        if item is _CLOSED:
+            raise StopAsyncIteration
+        return item
+
+    def _receive_or_end(self):
+        try:
+            return self.receive()
+        except StopIteration:
+            return _CLOSED
+
+    @property
+    def members(self) -> tuple:
+        """The members of the latest view this member installed."""
+        return self._view.members if self._view else ()
+
+    @property
+    def view(self) -> View | None:
+        return self._view
+
+    # ---- leaving ----
+
+    def leave(self) -> None:
+        with self._state:
+            if self._left:
+                return
+            self._left = True
+            self._state.notify_all()
+        try:
+            self._channel.call("groups", "leave", (self.name, self.member_id), None, 60.0, _MSGPACK)
+        finally:
+            self._queue.put(_CLOSED)
+
+    close = leave
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.leave()
+
+    # ---- events from the head (in order, on one of tether's threads) ----
+
+    def _on_event(self, kind: str, body) -> None:
+        if kind == "flush":
+            with self._state:
+                self._flushing = True
+            threading.Thread(target=self._flush, daemon=True).start()
+        elif kind == "view":
+            view_id, members, joined, left = body
+            view = View(view_id, tuple(members), tuple(joined), tuple((n, r) for n, r in left))
+            with self._state:
+                self._view = view
+                self._flushing = False
+                self._state.notify_all()
+            self._deliver(view)
+        elif kind == "message":
+            seq, sender, data, order, safe = body
+            if safe:
+                self._channel.call_oneway("groups", "ack", (self.name, self.member_id, seq), None, _MSGPACK)
+            self._deliver(Message(sender, data, order), seq if safe else None)
+        elif kind == "safe":
+            self._released.add(body[0])
+            self._deliver_held()
+
+    def _flush(self) -> None:
+        # Everything this member sent in the old view has been answered (so it reached the head)
+        # before it says flushed; new sends wait for the new view.
+        with self._state:
+            self._state.wait_for(lambda: self._sending == 0)
+        self._channel.call_oneway("groups", "flushed", (self.name, self.member_id), None, _MSGPACK)
+
+    def _deliver(self, item, safe_seq=None) -> None:
+        self._held.append((item, safe_seq))
+        self._deliver_held()
+
+    def _deliver_held(self) -> None:
+        # A safe message waits until every member has it, and whatever came after it waits too.
+        while self._held:
+            item, safe_seq = self._held[0]
+            if safe_seq is not None and safe_seq not in self._released:
+                return
+            self._released.discard(safe_seq)
+            self._held.pop(0)
+            self._queue.put(item)
+
+    def _beat(self, interval: float) -> None:
+        while True:
+            with self._state:
+                if self._state.wait_for(lambda: self._left, timeout=interval):
+                    return
+            try:
+                self._channel.call_oneway("groups", "alive", (self.name, self.member_id), None, _MSGPACK)
+            except Exception:
+                return  # the head is gone
+
+    def __repr__(self):
+        return f"Group({self.name!r}, as {self.private_name!r})"
