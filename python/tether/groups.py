@@ -91,8 +91,11 @@ class Group:
 
     # ---- sending ----
 
-    def send(self, data, order: str = "agreed", *, to: str | None = None, self_discard: bool = False) -> None:
-        """Sends `data` to every member (or to the member whose private name is `to`)."""
+    def send(self, data, order: str = "agreed", *, to: str | None = None, self_discard: bool = False,
+             wait: bool = True):
+        """Sends `data` to every member (or to the member whose private name is `to`). With
+        wait=False it returns at once a future that completes once the head has sequenced it
+        (sends pipeline; their order is kept)."""
         if order not in ORDERS:
             raise ValueError(f"unknown order {order!r}: one of {', '.join(ORDERS)}")
         with self._state:
@@ -100,13 +103,24 @@ class Group:
             if self._left:
                 raise ValueError(f"send after leave: this member left group {self.name!r}")
             self._sending += 1
+        args = (self.name, self.member_id, data, order, to, bool(self_discard))
+        if not wait:
+            try:
+                future = self._channel.call_future("groups", "send", args, None, None, _MSGPACK)
+            except BaseException:
+                self._sent()
+                raise
+            future.add_done_callback(self._sent)
+            return future
         try:
-            self._channel.call("groups", "send", (self.name, self.member_id, data, order, to, bool(self_discard)),
-                               None, 60.0, _MSGPACK)
+            self._channel.call("groups", "send", args, None, 60.0, _MSGPACK)
         finally:
-            with self._state:
-                self._sending -= 1
-                self._state.notify_all()
+            self._sent()
+
+    def _sent(self, _future=None) -> None:
+        with self._state:
+            self._sending -= 1
+            self._state.notify_all()
 
     # ---- receiving ----
 
