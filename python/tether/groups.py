@@ -9,13 +9,12 @@ The Python face of the C++ service "groups" that the cluster's head serves (docs
 """
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import queue
 import threading
 from typing import Any
 
 from ._private import head
+from ._private.delivery import ItemStream, Numbered
 from ._private.head import MSGPACK as _MSGPACK
 
 ORDERS = ("unreliable", "reliable", "fifo", "causal", "agreed", "safe")
@@ -38,28 +37,7 @@ class Message:
     order: str
 
 
-class _Events:
-    """What the head sends a member: numbered events, handed on in their order."""
-
-    def __init__(self, group: "Group"):
-        self._group = group
-        self._lock = threading.Lock()
-        self._next = 1
-        self._early: dict = {}
-
-    def event(self, number: int, kind: str, *body) -> None:
-        with self._lock:
-            self._early[number] = (kind, body)
-            while self._next in self._early:
-                kind, body = self._early.pop(self._next)
-                self._next += 1
-                self._group._on_event(kind, body)
-
-
-_CLOSED = object()
-
-
-class Group:
+class Group(ItemStream):
     """A membership of the group `name` (joined on creation). A member that stays silent longer
     than `failure_timeout` seconds (its process stopped, or its machine cut off) is removed with
     reason "disconnect"; tether sends heartbeats for a live one."""
@@ -67,10 +45,10 @@ class Group:
     def __init__(self, name: str, *, failure_timeout: float = 5.0, address: str | None = None, secret=None):
         if not isinstance(failure_timeout, (int, float)) or not 0 < failure_timeout <= 3600:
             raise ValueError("failure_timeout must be between 0 and 3600 seconds")
+        super().__init__(f"group {name!r}")
         self.name = name
         self._uri, self._secret = head.service_uri("groups", address, secret)
         self._channel = head.channels.get(self._uri, self._secret)
-        self._queue: queue.Queue = queue.Queue()
         self._state = threading.Condition()
         self._view: View | None = None
         self._flushing = False
@@ -78,8 +56,8 @@ class Group:
         self._left = False
         self._held: list = []        # events behind a safe message not yet released
         self._released: set = set()  # safe messages released before they came up
-        self._events = _Events(self)
-        sink = self._channel.export(self._events, {"event"})
+        self._numbered = Numbered(lambda item: self._on_event(*item))
+        sink = self._channel.export(self, {"event"})
         info = self._channel.call("groups", "join", (name, sink, float(failure_timeout)), None, 60.0, _MSGPACK)
         self.member_id, self.private_name = info["member"], info["name"]
         self._heartbeat = threading.Thread(target=self._beat, args=(failure_timeout / 4,), daemon=True,
@@ -126,35 +104,11 @@ class Group:
 
     def receive(self, timeout: float | None = None):
         """The next View or Message; TimeoutError if none came in time; StopIteration after leave."""
-        try:
-            item = self._queue.get(timeout=timeout)
-        except queue.Empty:
-            raise TimeoutError(f"nothing from group {self.name!r} within {timeout} s") from None
-        if item is _CLOSED:
-            self._queue.put(_CLOSED)
-            raise StopIteration
-        return item
+        return self.get(timeout)
 
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        return self.receive()
-
-    def __aiter__(self):
-        return self
-
-    async def __anext__(self):
-        item = await asyncio.get_running_loop().run_in_executor(None, self._receive_or_end)
-        if item is _CLOSED:
-            raise StopAsyncIteration
-        return item
-
-    def _receive_or_end(self):
-        try:
-            return self.receive()
-        except StopIteration:
-            return _CLOSED
+    def event(self, number: int, kind: str, *body) -> None:
+        """Called by the head (oneway), numbered."""
+        self._numbered.arrived(number, (kind, body))
 
     @property
     def members(self) -> tuple:
@@ -176,7 +130,7 @@ class Group:
         try:
             self._channel.call("groups", "leave", (self.name, self.member_id), None, 60.0, _MSGPACK)
         finally:
-            self._queue.put(_CLOSED)
+            self.end()
 
     close = leave
 
@@ -229,7 +183,7 @@ class Group:
                 return
             self._released.discard(safe_seq)
             self._held.pop(0)
-            self._queue.put(item)
+            self.put(item)
 
     def _beat(self, interval: float) -> None:
         while True:

@@ -11,11 +11,10 @@ tether.announce(name) is present on "$presence.<name>" ({"present": True}) until
 its process goes ({"present": False})."""
 from __future__ import annotations
 
-import asyncio
-import queue
-import threading
+import traceback
 
 from ._private import head
+from ._private.delivery import ItemStream, Numbered
 from ._private.head import MSGPACK as _MSGPACK
 
 
@@ -47,106 +46,40 @@ def announce(name: str, *, address: str | None = None, secret=None) -> "Announce
     return Announcement(name, address, secret)
 
 
-class _Sink:
-    """The object the service sends messages to: numbered, so they are handed on in order."""
-
-    def __init__(self, callback):
-        self._callback = callback
-        self.queue: queue.Queue = queue.Queue()
-        self._lock = threading.Lock()
-        self._next = 1
-        self._early: dict = {}
-        self._gap_timer = None
-        self.closed = False
-
-    def message(self, subscription: int, number: int, subject: str, value) -> None:
-        with self._lock:
-            self._early[number] = (subject, value)
-            self._hand_on()
-
-    def _hand_on(self) -> None:
-        while self._next in self._early:
-            item = self._early.pop(self._next)
-            self._next += 1
-            if self.closed:
-                continue
-            if self._callback is None:
-                self.queue.put(item)
-            else:
-                try:
-                    self._callback(*item)
-                except Exception:  # a failing callback must not stop the others
-                    import traceback
-                    traceback.print_exc()
-        if self._early and self._gap_timer is None:
-            # A message this process could not decode (a registered type it does not know) never
-            # arrives: after a second, the ones behind it go on without it.
-            self._gap_timer = threading.Timer(_GAP_WAIT, self._skip_gap, args=(self._next,))
-            self._gap_timer.daemon = True
-            self._gap_timer.start()
-
-    def _skip_gap(self, missing: int) -> None:
-        with self._lock:
-            self._gap_timer = None
-            if self._next == missing and self._early:
-                self._next = min(self._early)
-            self._hand_on()
-
-
-_CLOSED = object()
-_GAP_WAIT = 1.0  # seconds a missing message is waited for
-
-
-class Subscription:
-    """A subscription: iterate (or async iterate) over (subject, value) pairs; close() ends it."""
+class Subscription(ItemStream):
+    """A subscription: iterate (or async iterate) over (subject, value) pairs, or get(timeout);
+    close() ends it. With a callback, the messages go to it instead (in order, on a tether thread;
+    an exception it raises is printed and the next messages still come)."""
 
     def __init__(self, pattern: str, callback, address, secret):
+        super().__init__(f"topic pattern {pattern!r}")
         self.pattern = pattern
+        self._callback = callback
         self._uri, self._secret = head.service_uri("topics", address, secret)
-        self._sink = _Sink(callback)
+        # A message this process cannot decode never arrives: the ones behind it wait a second.
+        self._numbered = Numbered(self._hand_on, gap_wait=1.0)
         channel = head.channels.get(self._uri, self._secret)
-        sink_id = channel.export(self._sink, {"message"})
+        sink_id = channel.export(self, {"message"})
         self._id = channel.call("topics", "subscribe", (pattern, sink_id), None, 60.0, _MSGPACK)
 
-    def __iter__(self):
-        return self
+    def message(self, subscription: int, number: int, subject: str, value) -> None:
+        """Called by the head (oneway), numbered."""
+        self._numbered.arrived(number, (subject, value))
 
-    def __next__(self):
-        return self.get()
-
-    def get(self, timeout: float | None = None):
-        """The next (subject, value); TimeoutError if none came in time; StopIteration once closed."""
-        if self._sink.closed and self._sink.queue.empty():
-            raise StopIteration
+    def _hand_on(self, item) -> None:
+        if self.ended:
+            return
+        if self._callback is None:
+            return self.put(item)
         try:
-            item = self._sink.queue.get(timeout=timeout)
-        except queue.Empty:
-            raise TimeoutError(f"no message on {self.pattern!r} within {timeout} s") from None
-        if item is _CLOSED:
-            raise StopIteration
-        return item
-
-    def __aiter__(self):
-        return self
-
-    async def __anext__(self):
-        # StopIteration cannot cross a Future: the executor returns a marker instead.
-        item = await asyncio.get_running_loop().run_in_executor(None, self._get_or_end)
-        if item is _CLOSED:
-            raise StopAsyncIteration
-        return item
-
-    def _get_or_end(self):
-        try:
-            return self.get()
-        except StopIteration:
-            return _CLOSED
+            self._callback(*item)
+        except Exception:  # a failing callback must not stop the others
+            traceback.print_exc()
 
     def close(self) -> None:
-        if self._sink.closed:
+        if self.ended:
             return
-        self._sink.closed = True
-        self._sink.queue.put(_CLOSED)
+        self.end()
         try:
             head.channels.get(self._uri, self._secret).call_oneway("topics", "unsubscribe", (self._id,), None, _MSGPACK)
         except Exception:

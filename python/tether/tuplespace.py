@@ -10,11 +10,8 @@ also be one of those types, or tether.ANY. A value matches on type and value: 1 
 nor True."""
 from __future__ import annotations
 
-import asyncio
-import queue
-import threading
-
 from ._private import head
+from ._private.delivery import ItemStream, Numbered
 from ._private.head import MSGPACK as _MSGPACK
 _INT_MIN, _INT_MAX = -(1 << 63), (1 << 64) - 1
 _TYPE_NAMES = {type(None): "NoneType", bool: "bool", int: "int", float: "float", str: "str", bytes: "bytes",
@@ -173,76 +170,26 @@ def _evaluate(space_name, address, prefix, function, args):
     return result
 
 
-class _Watch:
-    """The object the space sends matching tuples to (numbered, so they are handed on in order)."""
-
-    def __init__(self):
-        self.queue: queue.Queue = queue.Queue()
-        self._lock = threading.Lock()
-        self._next = 1
-        self._early: dict = {}
-
-    def tuple(self, watch: int, number: int, fields) -> None:
-        with self._lock:
-            self._early[number] = fields
-            while self._next in self._early:
-                self.queue.put(_as_tuple(self._early.pop(self._next)))
-                self._next += 1
-
-
-_CLOSED = object()
-
-
-class Notifications:
-    """An iterator (and async iterator) over the tuples a notify() watches for."""
+class Notifications(ItemStream):
+    """An iterator (and async iterator) over the tuples a notify() watches for; get(timeout);
+    close() ends it."""
 
     def __init__(self, space: TupleSpace, template_fields: list):
+        super().__init__(f"the watch on {space!r}")
         self._space = space
-        self._sink = _Watch()
+        self._numbered = Numbered(lambda fields: self.put(_as_tuple(fields)))
         channel = _channels.get(space._uri, space._secret)
-        sink_id = channel.export(self._sink, {"tuple"})
+        sink_id = channel.export(self, {"tuple"})
         self._watch = space._call("notify", template_fields, sink_id)
-        self._closed = False
 
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        return self.get()
-
-    def get(self, timeout: float | None = None):
-        """The next tuple; TimeoutError if none came within `timeout`, StopIteration once closed."""
-        if self._closed and self._sink.queue.empty():
-            raise StopIteration
-        try:
-            item = self._sink.queue.get(timeout=timeout)
-        except queue.Empty:
-            raise TimeoutError(f"no tuple came within {timeout} s") from None
-        if item is _CLOSED:
-            raise StopIteration
-        return item
-
-    def __aiter__(self):
-        return self
-
-    async def __anext__(self):
-        # StopIteration cannot cross a Future: the executor returns a marker instead.
-        item = await asyncio.get_running_loop().run_in_executor(None, self._get_or_end)
-        if item is _CLOSED:
-            raise StopAsyncIteration
-        return item
-
-    def _get_or_end(self):
-        try:
-            return self.get()
-        except StopIteration:
-            return _CLOSED
+    def tuple(self, watch: int, number: int, fields) -> None:
+        """Called by the head (oneway), numbered."""
+        self._numbered.arrived(number, fields)
 
     def close(self) -> None:
-        if self._closed:
+        if self.ended:
             return
-        self._closed = True
-        self._sink.queue.put(_CLOSED)
+        self.end()
         try:
             channel = _channels.get(self._space._uri, self._space._secret)
             channel.call_oneway("tuplespace", "unnotify", (self._space.name, self._watch), None, _MSGPACK)

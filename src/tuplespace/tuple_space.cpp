@@ -2,7 +2,6 @@
 // tuple_space.hpp).
 #include "tuplespace/tuple_space.hpp"
 
-#include <cstring>
 
 namespace tether::tuplespace {
 
@@ -14,56 +13,35 @@ namespace {
 constexpr std::int8_t kSegmentExt = 5;  // docs/protocol.md 8.1: large bytes travel out of band
 constexpr int kMaxDepth = 32;
 
-using Packer = msgpack::packer<msgpack::sbuffer>;
-
-// The field as msgpack that compares equal exactly when the values are equal in type and value:
-// msgpack-c packs each integer and length in its smallest form, floats arrive as float64, and
-// bytes sent out of band are packed in place.
-Status pack_canonical(const Call& call, const msgpack::object& value, Packer& packer, int depth) {
+// What a tuple field may be: None, bool, int, float, str, bytes (in band or out of band), or an
+// array of these; maps are reserved for template markers, and other ext types are refused.
+Status check_field(const msgpack::object& value, int depth) {
   if (depth > kMaxDepth) return Error{ErrorKind::bad_request, "a tuple field is nested too deeply"};
   switch (value.type) {
     case msgpack::type::ARRAY:
-      packer.pack_array(value.via.array.size);
-      for (std::uint32_t i = 0; i < value.via.array.size; ++i) {
-        auto packed = pack_canonical(call, value.via.array.ptr[i], packer, depth + 1);
-        if (!packed) return packed;
-      }
+      for (std::uint32_t i = 0; i < value.via.array.size; ++i)
+        if (auto checked = check_field(value.via.array.ptr[i], depth + 1); !checked) return checked;
       return Ok{};
     case msgpack::type::EXT:
-      if (value.via.ext.type() == kSegmentExt) {
-        auto bytes = call.bytes_of(value, "a tuple field");
-        if (!bytes) return bytes.error();
-        packer.pack_bin(static_cast<std::uint32_t>(bytes->size()));
-        packer.pack_bin_body(reinterpret_cast<const char*>(bytes->data()), static_cast<std::uint32_t>(bytes->size()));
-        return Ok{};
-      }
+      if (value.via.ext.type() == kSegmentExt) return Ok{};
       return Error{ErrorKind::bad_request, "unsupported value in a tuple: tuple fields are None, bool, int (64-bit), float, "
                                            "str, bytes, or tuples of these"};
-    case msgpack::type::FLOAT32:
-    case msgpack::type::FLOAT64: {
-      // As float64 always: msgpack-c would pack an integral float (1.0) as the integer 1.
-      std::uint64_t bits;
-      std::memcpy(&bits, &value.via.f64, sizeof bits);
-      char out[9];
-      out[0] = static_cast<char>(0xcb);
-      for (int i = 0; i < 8; ++i) out[1 + i] = static_cast<char>((bits >> (8 * (7 - i))) & 0xff);
-      packer.pack_bin_body(out, 9);  // raw bytes: a complete float64
-      return Ok{};
-    }
     case msgpack::type::MAP:
       return Error{ErrorKind::bad_request, "unsupported value in a tuple: a dict (tuple fields are None, bool, int, float, "
                                            "str, bytes, or tuples of these)"};
     default:
-      packer.pack(value);
       return Ok{};
   }
 }
 
+// The field as msgpack that compares equal exactly when the values are equal in type and value:
+// msgpack-c packs each integer and length in its smallest form, floats stay float64, and bytes
+// sent out of band are packed in place (service::pack_resolved).
 Result<std::string> canonical(const Call& call, const msgpack::object& value) {
+  if (auto checked = check_field(value, 0); !checked) return checked.error();
   msgpack::sbuffer buffer;
-  Packer packer(buffer);
-  auto packed = pack_canonical(call, value, packer, 0);
-  if (!packed) return packed.error();
+  service::ResolvedPacker packer(buffer);
+  if (auto packed = service::pack_resolved(call, value, packer); !packed) return packed.error();
   return std::string(buffer.data(), buffer.size());
 }
 

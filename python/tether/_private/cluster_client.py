@@ -14,6 +14,7 @@ import weakref
 
 from .. import errors
 from ..future import FINISHED, Future
+from .delivery import Numbered
 from .runtime import client_runtime
 from .serialization import deserialize, serialize
 
@@ -76,27 +77,25 @@ _NOT_BLOCKING = _NotBlocking()
 
 
 class _OutputSink:
-    """What a driver exports for the node to send workers' output lines to (node.hello output=).
-    Batches are numbered: ones that arrive early wait, so the lines print in the workers' order."""
+    """What a driver exports for the node to send workers' output lines to (node.hello output=),
+    in numbered batches, printed in their order."""
 
     def __init__(self):
-        self._lock = threading.Lock()
-        self._next = 1
-        self._early: dict[int, list] = {}
+        self._numbered = Numbered(self._print)
 
     def lines(self, number: int, lines: list) -> None:
-        with self._lock:
-            self._early[number] = lines
-            while self._next in self._early:
-                for stream, line in self._early.pop(self._next):
-                    target = sys.stderr if stream == 1 else sys.stdout
-                    try:
-                        if target is not None:
-                            target.write(line + "\n")
-                            target.flush()
-                    except (ValueError, OSError):
-                        pass  # the driver's output is closed: the line is dropped
-                self._next += 1
+        self._numbered.arrived(number, lines)
+
+    @staticmethod
+    def _print(lines) -> None:
+        for stream, line in lines:
+            target = sys.stderr if stream == 1 else sys.stdout
+            try:
+                if target is not None:
+                    target.write(line + "\n")
+                    target.flush()
+            except (ValueError, OSError):
+                pass  # the driver's output is closed: the line is dropped
 
 
 class ClusterClient:
