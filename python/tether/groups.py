@@ -57,9 +57,11 @@ class Group(ItemStream):
         self._held: list = []        # events behind a safe message not yet released
         self._released: set = set()  # safe messages released before they came up
         self._numbered = Numbered(lambda item: self._on_event(*item))
+        self._joined = threading.Event()  # events may come before join's answer is read
         sink = self._channel.export(self, {"event"})
         info = self._channel.call("groups", "join", (name, sink, float(failure_timeout)), None, 60.0, _MSGPACK)
         self.member_id, self.private_name = info["member"], info["name"]
+        self._joined.set()
         self._heartbeat = threading.Thread(target=self._beat, args=(failure_timeout / 4,), daemon=True,
                                            name=f"tether-group-{name}")
         self._heartbeat.start()
@@ -108,6 +110,7 @@ class Group(ItemStream):
 
     def event(self, number: int, kind: str, *body) -> None:
         """Called by the head (oneway), numbered."""
+        self._joined.wait(60)  # acks and flushes name this member
         self._numbered.arrived(number, (kind, body))
 
     @property

@@ -262,7 +262,9 @@ void Node::start_worker(std::optional<ObjectId> for_actor) {
   auto worker = std::make_unique<Worker>();
   worker->id = next_worker_id_++;
   std::string label = "worker " + std::to_string(worker->id);
-  std::uint64_t threads = 1;
+  // The node sends a task worker one task at a time: its second slot runs the calls other
+  // services make into it meanwhile (a group's events, a topic's messages to a waiting task).
+  std::uint64_t threads = 2;
   if (for_actor) {
     auto& actor = *actors_.at(*for_actor);
     actor.worker = worker->id;

@@ -360,7 +360,9 @@ Status Connection::write_queued(std::unique_lock<std::mutex>& lock) {
   auto written = transport_->try_write(buffers);
   if (!written) {
     lock.unlock();
-    fail(written.error());
+    // Failed from the io loop, not here: the caller may be a service looping over its state, and
+    // failing runs its close handler and the other calls' sinks, which change that state.
+    asio::post(transport_->executor(), [self = shared_from_this(), error = written.error()] { self->fail(error); });
     return written.error();
   }
   std::size_t remaining = *written;

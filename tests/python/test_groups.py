@@ -215,3 +215,25 @@ def test_bad_input_is_refused_and_the_group_goes_on(name):
             tether.Group(name, failure_timeout=0)
         group.send("still here")
         assert group.receive(timeout=TIMEOUT).data == "still here"
+
+
+@tether.remote
+def member_in_a_task(name):
+    """A plain (not async) task joins a group and waits for a message: the worker serves the
+    group's events while the task waits."""
+    with tether.Group(name) as group:
+        while len(group.members) < 2:
+            group.receive(timeout=TIMEOUT)
+        group.send("from the task")
+        while True:
+            item = group.receive(timeout=TIMEOUT)
+            if isinstance(item, tether.Message) and item.data == "from the driver":
+                return "heard the driver"
+
+
+def test_a_plain_task_can_be_a_member(name):
+    with tether.Group(name) as group:
+        ref = member_in_a_task.remote(name)
+        receive_until(group, lambda items: any(isinstance(i, tether.Message) for i in items))
+        group.send("from the driver")
+        assert tether.get(ref, timeout=TIMEOUT) == "heard the driver"
