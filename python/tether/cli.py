@@ -25,7 +25,7 @@ def _ns(args) -> int:
 
 
 def _services(args) -> int:
-    """tetherd --services-only in the foreground: the name server, tuple spaces and topics."""
+    """tetherd --services-only in the foreground: the name server, tuple spaces, topics and groups."""
     from ._private import launcher
 
     secret = args.secret or os.environ.get("TETHER_SECRET")
@@ -38,7 +38,7 @@ def _services(args) -> int:
     if not ready.startswith("TETHERD READY"):
         return daemon.wait() or 1
     address = launcher.parse_ready(ready)["address"]
-    print(f"tether services (name server, tuple spaces, topics) listening on {address}", flush=True)
+    print(f"tether services (name server, tuple spaces, topics, groups) listening on {address}", flush=True)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: daemon.terminate())
     return daemon.wait()
@@ -190,7 +190,7 @@ def main(argv=None) -> int:
     ns.add_argument("--sweep-interval", type=float, default=10.0, help="seconds between liveness checks")
     ns.set_defaults(run=_ns)
 
-    services = commands.add_parser("services", help="serve the name server, tuple spaces and topics, without a cluster")
+    services = commands.add_parser("services", help="serve the name server, tuple spaces, topics and groups, without a cluster")
     services.add_argument("--host", default="127.0.0.1")
     services.add_argument("--port", type=int, default=9091)
     services.add_argument("--secret", default=None, help="shared secret (default: $TETHER_SECRET)")

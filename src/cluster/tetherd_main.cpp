@@ -40,7 +40,7 @@ struct Arguments {
   double ns_sweep_seconds = 10;
   std::string join;  // --address: the head to join; empty for the head itself
   double node_timeout_seconds = 10;
-  bool services_only = false;  // the name server, tuple spaces and topics without a cluster
+  bool services_only = false;  // the name server, tuple spaces, topics and groups without a cluster
 };
 
 [[noreturn]] void usage(const std::string& problem) {
@@ -50,7 +50,7 @@ struct Arguments {
                "               [--prestart-workers N] [--idle-worker-timeout SECONDS] [--ns-sweep-interval SECONDS]\n"
                "               [--node-timeout SECONDS] [--watch-stdin]\n"
                "       tetherd --services-only [--host H] [--port P] [--secret-file FILE] [--ns-sweep-interval SECONDS]\n"
-               "               (the name server, tuple spaces and topics, standalone: no node, no workers)\n"
+               "               (the name server, tuple spaces, topics and groups, standalone: no node, no workers)\n"
                "The secret comes from --secret-file, else $TETHER_SECRET, else (for a head) a new one is written\n"
                "to DIR/secret. A node that joins needs the cluster's secret.\n";
   std::exit(2);
