@@ -22,6 +22,7 @@
 #include "net/memory_transport.hpp"
 #include "rpc/runtime.hpp"
 #include "service/test_client.hpp"
+#include "service/test_values.hpp"
 
 namespace tether::groups {
 namespace {
@@ -31,30 +32,7 @@ using namespace std::chrono_literals;
 
 // ---- values, packed as a Python client packs them ----
 
-using Value = std::function<void(wire::Packer&)>;
-using Values = std::vector<Value>;
-using Kwargs = std::vector<std::pair<std::string, Value>>;
-
-Value integer(std::int64_t v) {
-  return [v](wire::Packer& p) { p.pack_int64(v); };
-}
-// Always a float64, as Python sends floats (msgpack-c's pack_double would send 1.0 as the int 1).
-Value floating(double v) {
-  return [v](wire::Packer& p) {
-    std::uint64_t bits;
-    std::memcpy(&bits, &v, sizeof bits);
-    char encoded[9];
-    encoded[0] = static_cast<char>(0xcb);
-    for (int i = 0; i < 8; ++i) encoded[1 + i] = static_cast<char>((bits >> (8 * (7 - i))) & 0xff);
-    p.pack_bin_body(encoded, sizeof encoded);  // raw bytes: a complete float64
-  };
-}
-Value boolean(bool v) {
-  return [v](wire::Packer& p) { v ? p.pack_true() : p.pack_false(); };
-}
-Value text(std::string v) {
-  return [v](wire::Packer& p) { wire::pack_str(p, v); };
-}
+using namespace service::testing;
 
 // A msgpack value written like Python's repr of what a client gets: 1, True, 'a', None, [...].
 std::string show(const msgpack::object& value) {
@@ -100,30 +78,6 @@ std::string answer(const Result<wire::Frame>& reply) {
   auto body = wire::unpack_body(reply.value().body_span());
   if (!body) return "unparsable reply";
   return show(body.value().get());
-}
-
-// A REQUEST to object.method with the body [args, kwargs].
-wire::OutFrame request(const std::string& object, const std::string& method, const Values& args, const Kwargs& kwargs, bool oneway) {
-  wire::OutFrame frame;
-  frame.header.type = wire::MessageType::request;
-  frame.header.encoding = wire::Encoding::msgpack;
-  if (oneway) frame.header.flags |= wire::kOneway;
-  frame.meta = object + '\0' + method;
-  wire::ByteSink sink{&frame.payload};
-  wire::Packer packer(sink);
-  packer.pack_array(2);
-  packer.pack_array(static_cast<std::uint32_t>(args.size()));
-  for (const auto& arg : args) arg(packer);
-  if (kwargs.empty()) {
-    packer.pack_nil();
-  } else {
-    packer.pack_map(static_cast<std::uint32_t>(kwargs.size()));
-    for (const auto& [name, value] : kwargs) {
-      wire::pack_str(packer, name);
-      value(packer);
-    }
-  }
-  return frame;
 }
 
 // A call in flight; its answer is kept once it came.

@@ -19,6 +19,7 @@
 #include "net/memory_transport.hpp"
 #include "rpc/runtime.hpp"
 #include "service/test_client.hpp"
+#include "service/test_values.hpp"
 
 namespace tether::tuplespace {
 namespace {
@@ -28,51 +29,8 @@ using namespace std::chrono_literals;
 
 // ---- values: tuple and template fields packed as a Python client packs them ----
 
-using Value = std::function<void(wire::Packer&)>;
-using Values = std::vector<Value>;
+using namespace service::testing;
 
-Value integer(std::int64_t v) {
-  return [v](wire::Packer& p) { p.pack_int64(v); };
-}
-// Always a float64, as Python sends floats (msgpack-c's pack_double would send 1.0 as the int 1).
-Value floating(double v) {
-  return [v](wire::Packer& p) {
-    std::uint64_t bits;
-    std::memcpy(&bits, &v, sizeof bits);
-    char encoded[9];
-    encoded[0] = static_cast<char>(0xcb);
-    for (int i = 0; i < 8; ++i) encoded[1 + i] = static_cast<char>((bits >> (8 * (7 - i))) & 0xff);
-    p.pack_bin_body(encoded, sizeof encoded);  // raw bytes: a complete float64
-  };
-}
-Value boolean(bool v) {
-  return [v](wire::Packer& p) { v ? p.pack_true() : p.pack_false(); };
-}
-Value text(std::string v) {
-  return [v](wire::Packer& p) { wire::pack_str(p, v); };
-}
-Value bytes(std::string v) {
-  return [v](wire::Packer& p) {
-    p.pack_bin(static_cast<std::uint32_t>(v.size()));
-    p.pack_bin_body(v.data(), static_cast<std::uint32_t>(v.size()));
-  };
-}
-Value none() {
-  return [](wire::Packer& p) { p.pack_nil(); };
-}
-Value nested(Values fields) {
-  return [fields](wire::Packer& p) {
-    p.pack_array(static_cast<std::uint32_t>(fields.size()));
-    for (const auto& field : fields) field(p);
-  };
-}
-Value dict(std::string key, Value value) {
-  return [key, value](wire::Packer& p) {
-    p.pack_map(1);
-    wire::pack_str(p, key);
-    value(p);
-  };
-}
 Value of_type(std::string name) { return dict("type", text(std::move(name))); }
 Value any() { return dict("any", boolean(true)); }
 Value seconds(std::optional<double> s) { return s ? floating(*s) : none(); }
@@ -150,18 +108,8 @@ class Peer {
 
   // Sends tuplespace.method(args) and returns at once.
   Pending send(const std::string& method, const Values& args, bool oneway = false) {
-    wire::OutFrame frame;
-    frame.header.type = wire::MessageType::request;
-    frame.header.encoding = wire::Encoding::msgpack;
-    if (oneway) frame.header.flags |= wire::kOneway;
-    frame.meta = "tuplespace" + std::string(1, '\0') + method;
-    wire::ByteSink sink{&frame.payload};
-    wire::Packer packer(sink);
-    packer.pack_array(2);
-    nested(args)(packer);
-    packer.pack_nil();
     auto waiting = std::make_shared<rpc::WaitingSink>();
-    auto id = client_->call(std::move(frame), oneway ? nullptr : waiting);
+    auto id = client_->call(request("tuplespace", method, args, {}, oneway), oneway ? nullptr : waiting);
     EXPECT_TRUE(id.ok());
     return Pending(waiting);
   }
