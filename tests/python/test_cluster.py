@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 import tether
+from polling import eventually
 from tether._private import cluster_state
 
 # Every get/wait in this module waits at most this long, so a hang becomes a failure.
@@ -32,14 +33,6 @@ def node_status() -> dict:
     return cluster_state.client().call("status")
 
 
-def eventually(predicate, timeout=TIMEOUT, interval=0.02):
-    """Polls `predicate` until it is true or `timeout` passes; returns its last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
 
 
 def process_alive(pid: int) -> bool:

@@ -17,19 +17,13 @@ import numpy as np
 import pytest
 
 import tether
+from polling import eventually
 from tether._private import cluster_state, launcher
 from tether._private.cluster_client import ClusterClient
 
 TIMEOUT = 60
 
 
-def eventually(predicate, timeout=TIMEOUT, interval=0.02):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
 
 
 class Node:

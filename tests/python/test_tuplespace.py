@@ -11,6 +11,7 @@ import uuid
 import pytest
 
 import tether
+from polling import eventually
 from tether._private import cluster_state
 
 TIMEOUT = 60
@@ -31,13 +32,6 @@ def space(cluster):
     return tether.TupleSpace(f"test-{uuid.uuid4().hex[:8]}")
 
 
-def eventually(predicate, timeout=TIMEOUT, interval=0.02):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
 
 
 # ---- matching ----
