@@ -32,8 +32,10 @@ def _services(args) -> int:
     if not secret:
         print("tether services: give --secret or set TETHER_SECRET (clients authenticate with it)", file=sys.stderr)
         return 2
-    command = [launcher.tetherd_path(), "--services-only", "--host", args.host, "--port", str(args.port)]
-    daemon = subprocess.Popen(command, env=dict(os.environ, TETHER_SECRET=secret), stdout=subprocess.PIPE)
+    # The daemon watches our end of its stdin: it stops with this process, however that ends.
+    command = [launcher.tetherd_path(), "--services-only", "--host", args.host, "--port", str(args.port), "--watch-stdin"]
+    daemon = subprocess.Popen(command, env=dict(os.environ, TETHER_SECRET=secret), stdout=subprocess.PIPE,
+                              stdin=subprocess.PIPE)
     ready = daemon.stdout.readline().decode()
     if not ready.startswith("TETHERD READY"):
         return daemon.wait() or 1

@@ -13,6 +13,7 @@ import dataclasses
 import threading
 from typing import Any
 
+from . import errors
 from ._private import head
 from ._private.delivery import ItemStream, Numbered
 from ._private.head import MSGPACK as _MSGPACK
@@ -194,9 +195,16 @@ class Group(ItemStream):
                 if self._state.wait_for(lambda: self._left, timeout=interval):
                     return
             try:
+                if not self._channel.is_open:
+                    raise errors.ConnectionClosedError("the connection to the group's head closed")
                 self._channel.call_oneway("groups", "alive", (self.name, self.member_id), None, _MSGPACK)
-            except Exception:
-                return  # the head is gone
+            except errors.TetherError as exc:
+                # The head is gone, and the group with it: receive raises instead of waiting.
+                with self._state:
+                    self._left = True
+                    self._state.notify_all()
+                self.fail(errors.ConnectionClosedError(f"group {self.name!r} is gone: {exc}"))
+                return
 
     def __repr__(self):
         return f"Group({self.name!r}, as {self.private_name!r})"

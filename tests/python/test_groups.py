@@ -237,3 +237,31 @@ def test_a_plain_task_can_be_a_member(name):
         receive_until(group, lambda items: any(isinstance(i, tether.Message) for i in items))
         group.send("from the driver")
         assert tether.get(ref, timeout=TIMEOUT) == "heard the driver"
+
+
+def test_when_the_head_goes_receive_raises_instead_of_waiting(tmp_path):
+    """A group served by a standalone `tether services`: killing it ends every member's stream
+    with ConnectionClosedError (found by the member's heartbeat), and send raises too."""
+    import os
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = dict(os.environ, TETHER_SECRET="group-secret")
+    server = subprocess.Popen([sys.executable, "-m", "tether", "services", "--port", str(port)], env=env,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert "listening on" in server.stdout.readline()
+        group = tether.Group("lonely", address=f"127.0.0.1:{port}", secret="group-secret", failure_timeout=1.0)
+        assert isinstance(group.receive(timeout=TIMEOUT), tether.View)
+        server.send_signal(signal.SIGKILL)
+        server.wait(timeout=TIMEOUT)
+        with pytest.raises(tether.ConnectionClosedError):
+            group.receive(timeout=TIMEOUT)
+        with pytest.raises(ValueError, match="send after leave"):
+            group.send("nobody hears this")
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()

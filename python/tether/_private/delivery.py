@@ -47,6 +47,11 @@ class Numbered:
 _END = object()
 
 
+class _Failed:
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
 class ItemStream:
     """Items put by tether's threads, taken by user code: get(timeout), iteration and async
     iteration; end() makes them stop once what came before is taken."""
@@ -64,6 +69,12 @@ class ItemStream:
             self.ended = True
             self._queue.put(_END)
 
+    def fail(self, error: BaseException) -> None:
+        """Ends the stream with `error`: the gets after what came before raise it."""
+        if not self.ended:
+            self.ended = True
+            self._queue.put(_Failed(error))
+
     def get(self, timeout: float | None = None):
         """The next item; TimeoutError if none came in time; StopIteration once ended."""
         try:
@@ -73,6 +84,9 @@ class ItemStream:
         if item is _END:
             self._queue.put(_END)  # every later get stops too
             raise StopIteration
+        if isinstance(item, _Failed):
+            self._queue.put(item)
+            raise item.error
         return item
 
     def __iter__(self):
