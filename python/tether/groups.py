@@ -57,9 +57,9 @@ class Group(ItemStream):
         self._left = False
         self._held: list = []        # events behind a safe message not yet released
         self._released: set = set()  # safe messages released before they came up
-        self._numbered = Numbered(lambda item: self._on_event(*item))
+        self._numbered = Numbered(self._on_events)
         self._joined = threading.Event()  # events may come before join's answer is read
-        sink = self._channel.export(self, {"event"})
+        sink = self._channel.export(self, {"events"})
         info = self._channel.call("groups", "join", (name, sink, float(failure_timeout)), None, 60.0, _MSGPACK)
         self.member_id, self.private_name = info["member"], info["name"]
         self._joined.set()
@@ -109,10 +109,14 @@ class Group(ItemStream):
         """The next View or Message; TimeoutError if none came in time; StopIteration after leave."""
         return self.get(timeout)
 
-    def event(self, number: int, kind: str, *body) -> None:
-        """Called by the head (oneway), numbered."""
+    def events(self, number: int, batch: list) -> None:
+        """Called by the head (oneway): a numbered batch of [kind, ...] events."""
         self._joined.wait(60)  # acks and flushes name this member
-        self._numbered.arrived(number, (kind, body))
+        self._numbered.arrived(number, batch)
+
+    def _on_events(self, batch: list) -> None:
+        for event in batch:
+            self._on_event(event[0], event[1:])
 
     @property
     def members(self) -> tuple:

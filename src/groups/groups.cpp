@@ -295,22 +295,43 @@ void Groups::release_safe(Group& group) {
   }
 }
 
+// Events wait in the member's outbox until the io loop has run every request it read: then each
+// member gets all of its events of that pass in one frame, one call on its side.
 void Groups::emit(Member& member, const std::string& kind, const std::function<void(wire::Packer&)>& pack_body, std::uint32_t body_items) {
-  auto connection = member.connection.lock();
-  if (!connection || !connection->is_open()) return;  // on_connection_closed removes it
-  ReplyBuilder request;
-  auto& p = request.packer();
-  p.pack_array(2);
-  p.pack_array(2 + body_items);
-  p.pack_uint64(++member.sent);
+  std::vector<std::byte> event;
+  wire::ByteSink sink{&event};
+  wire::Packer p(sink);
+  p.pack_array(1 + body_items);
   wire::pack_str(p, kind);
   pack_body(p);
-  p.pack_nil();
-  std::string sink = "#";
-  sink += std::to_string(member.sink);
-  auto frame = request.take_request(sink, "event");
-  frame.header.flags |= wire::kOneway;
-  connection->call(std::move(frame), nullptr);
+  member.outbox.push_back(std::move(event));
+  if (!std::exchange(flush_posted_, true)) asio::post(io_, [this] { send_outboxes(); });
+}
+
+// events(number, [[kind, ...], ...]), oneway, to each member with events waiting; numbered.
+void Groups::send_outboxes() {
+  flush_posted_ = false;
+  for (auto& [name, group] : groups_)
+    for (auto& [id, member] : group.known) {
+      if (member.outbox.empty()) continue;
+      auto events = std::move(member.outbox);
+      member.outbox.clear();
+      auto connection = member.connection.lock();
+      if (!connection || !connection->is_open()) continue;  // on_connection_closed removes it
+      ReplyBuilder request;
+      auto& p = request.packer();
+      p.pack_array(2);
+      p.pack_array(2);
+      p.pack_uint64(++member.sent);
+      p.pack_array(static_cast<std::uint32_t>(events.size()));
+      for (const auto& event : events) p.pack_bin_body(reinterpret_cast<const char*>(event.data()), static_cast<std::uint32_t>(event.size()));  // raw msgpack
+      p.pack_nil();
+      std::string sink = "#";
+      sink += std::to_string(member.sink);
+      auto frame = request.take_request(sink, "events");
+      frame.header.flags |= wire::kOneway;
+      connection->call(std::move(frame), nullptr);
+    }
 }
 
 // ---- failure detection ----

@@ -41,7 +41,8 @@ class Groups final : public service::Service {
     std::weak_ptr<rpc::Connection> connection;
     std::uint64_t connection_id = 0;
     std::uint64_t sink = 0;  // the object it exported for the group's events
-    std::uint64_t sent = 0;  // events numbered, so it takes them in order
+    std::uint64_t sent = 0;  // batches of events numbered, so it takes them in order
+    std::vector<std::vector<std::byte>> outbox;  // events of this pass of the io loop, packed
     Clock::duration failure_timeout{};
     Clock::time_point last_heard{};
   };
@@ -77,8 +78,10 @@ class Groups final : public service::Service {
   void install_view(Group& group);
   void remove_member(Group& group, std::uint64_t id, Change::Kind why);
   void release_safe(Group& group);
-  // Sends one event to a member: oneway "#<sink>".event(number, kind, body...).
+  // Queues one event [kind, body...] for a member; send_outboxes sends each member's queue as one
+  // oneway "#<sink>".events(number, [event, ...]) once the io loop is done with what it read.
   void emit(Member& member, const std::string& kind, const std::function<void(wire::Packer&)>& pack_body, std::uint32_t body_items);
+  void send_outboxes();
   void sweep();
   void arm_sweep();
 
@@ -86,6 +89,7 @@ class Groups final : public service::Service {
   Limits limits_;
   std::map<std::string, Group> groups_;
   std::uint64_t next_member_ = 1;
+  bool flush_posted_ = false;  // send_outboxes is posted to the io loop
   asio::steady_timer sweep_timer_;
 };
 
