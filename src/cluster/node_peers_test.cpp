@@ -170,21 +170,7 @@ struct NodePeersTest : ::testing::Test {
   // Sends a request on one of the nodes' own connections, as TestClient::call does on its own.
   static Result<wire::Frame> call_on(rpc::Connection& connection, const std::string& method,
                                      const std::function<void(wire::Packer&)>& pack_args) {
-    wire::OutFrame frame;
-    frame.header.type = wire::MessageType::request;
-    frame.header.encoding = wire::Encoding::msgpack;
-    frame.meta = std::string("node") + '\0' + method;
-    wire::ByteSink sink{&frame.payload};
-    wire::Packer packer(sink);
-    packer.pack_array(2);
-    pack_args(packer);
-    packer.pack_nil();
-    auto waiting = std::make_shared<rpc::WaitingSink>();
-    auto id = connection.call(std::move(frame), waiting);
-    if (!id) return id.error();
-    auto outcome = waiting->wait(rpc::Clock::now() + 10s);
-    if (!outcome) return Error{ErrorKind::timeout, "no answer within 10 s"};
-    return std::move(*outcome);
+    return service::testing::call_and_wait(connection, service::testing::request_with("node", method, pack_args, {}, false));
   }
 
   // join(address, resources) from node 2, as tetherd sends it.

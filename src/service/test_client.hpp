@@ -10,6 +10,7 @@
 #include "net/memory_transport.hpp"
 #include "rpc/runtime.hpp"
 #include "service/service.hpp"
+#include "service/test_values.hpp"
 
 namespace tether::service {
 
@@ -31,23 +32,11 @@ class TestClient {
   // oneway call answers an empty frame at once.
   Result<wire::Frame> call(const std::string& object, const std::string& method,
                            const std::function<void(wire::Packer&)>& pack_args, bool oneway = false) {
-    wire::OutFrame frame;
-    frame.header.type = wire::MessageType::request;
-    frame.header.encoding = wire::Encoding::msgpack;
-    if (oneway) frame.header.flags |= wire::kOneway;
-    frame.meta = object + '\0' + method;
-    wire::ByteSink sink{&frame.payload};
-    wire::Packer packer(sink);
-    packer.pack_array(2);
-    pack_args(packer);
-    packer.pack_nil();
-    auto waiting = std::make_shared<rpc::WaitingSink>();
-    auto id = client_->call(std::move(frame), oneway ? nullptr : waiting);
+    auto frame = testing::request_with(object, method, pack_args, {}, oneway);
+    if (!oneway) return testing::call_and_wait(*client_, std::move(frame));
+    auto id = client_->call(std::move(frame), nullptr);
     if (!id) return id.error();
-    if (oneway) return wire::Frame{};
-    auto outcome = waiting->wait(rpc::Clock::now() + std::chrono::seconds(10));
-    if (!outcome) return Error{ErrorKind::timeout, "no answer within 10 s"};
-    return std::move(*outcome);
+    return wire::Frame{};
   }
 
  private:

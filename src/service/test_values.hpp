@@ -2,6 +2,7 @@
 // frames built from them.
 #pragma once
 
+#include <chrono>
 #include <cstring>
 #include <functional>
 #include <string>
@@ -60,9 +61,9 @@ inline Value dict(std::string key, Value value) {
   };
 }
 
-// A REQUEST to object.method with the body [args, kwargs].
-inline wire::OutFrame request(const std::string& object, const std::string& method, const Values& args, const Kwargs& kwargs,
-                              bool oneway) {
+// A REQUEST to object.method with the body [args, kwargs], where `pack_args` packs the args array.
+inline wire::OutFrame request_with(const std::string& object, const std::string& method, const Value& pack_args,
+                                   const Kwargs& kwargs, bool oneway) {
   wire::OutFrame frame;
   frame.header.type = wire::MessageType::request;
   frame.header.encoding = wire::Encoding::msgpack;
@@ -71,8 +72,7 @@ inline wire::OutFrame request(const std::string& object, const std::string& meth
   wire::ByteSink sink{&frame.payload};
   wire::Packer packer(sink);
   packer.pack_array(2);
-  packer.pack_array(static_cast<std::uint32_t>(args.size()));
-  for (const auto& arg : args) arg(packer);
+  pack_args(packer);
   if (kwargs.empty()) {
     packer.pack_nil();
   } else {
@@ -83,6 +83,22 @@ inline wire::OutFrame request(const std::string& object, const std::string& meth
     }
   }
   return frame;
+}
+
+// A REQUEST to object.method with the body [args, kwargs].
+inline wire::OutFrame request(const std::string& object, const std::string& method, const Values& args, const Kwargs& kwargs,
+                              bool oneway) {
+  return request_with(object, method, nested(args), kwargs, oneway);
+}
+
+// Sends a request on `connection` and waits up to 10 s for its answer.
+inline Result<wire::Frame> call_and_wait(rpc::Connection& connection, wire::OutFrame&& frame) {
+  auto waiting = std::make_shared<rpc::WaitingSink>();
+  auto id = connection.call(std::move(frame), waiting);
+  if (!id) return id.error();
+  auto outcome = waiting->wait(rpc::Clock::now() + std::chrono::seconds(10));
+  if (!outcome) return Error{ErrorKind::timeout, "no answer within 10 s"};
+  return std::move(*outcome);
 }
 
 }  // namespace tether::service::testing
