@@ -10,17 +10,14 @@ import time
 import pytest
 
 import tether
+from clusters import own_cluster
 
 TIMEOUT = 60
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    if tether.is_initialized():
-        tether.shutdown()
-    tether.init(num_cpus=2)
-    yield
-    tether.shutdown()
+    yield from own_cluster(num_cpus=2)
 
 
 def slow_square(x):

@@ -13,6 +13,7 @@ import uuid
 import pytest
 
 import tether
+from clusters import own_cluster
 from tether._private import cluster_state
 
 TIMEOUT = 60
@@ -20,11 +21,7 @@ TIMEOUT = 60
 
 @pytest.fixture(scope="module")
 def cluster():
-    if tether.is_initialized():
-        tether.shutdown()
-    tether.init(num_cpus=1)
-    yield
-    tether.shutdown()
+    yield from own_cluster(num_cpus=1)
 
 
 @pytest.fixture

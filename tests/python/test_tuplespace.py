@@ -11,6 +11,7 @@ import uuid
 import pytest
 
 import tether
+from clusters import own_cluster
 from polling import eventually
 from tether._private import cluster_state
 
@@ -19,11 +20,7 @@ TIMEOUT = 60
 
 @pytest.fixture(scope="module")
 def cluster():
-    if tether.is_initialized():
-        tether.shutdown()
-    tether.init(num_cpus=2)
-    yield
-    tether.shutdown()
+    yield from own_cluster(num_cpus=2)
 
 
 @pytest.fixture
