@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
 build_dir=$(ls -d build/cp*/ | head -n 1)
+export TETHER_CPP_BUILD_DIR="$PWD/$build_dir"  # the C++ halves of tests/python/test_cross_language.py
 echo "== C++ tests (ctest in $build_dir)"
 ctest --test-dir "$build_dir" --output-on-failure -j 2 --timeout 120
 echo "== fuzz smoke run, 10 s per target (bash fuzz/run.sh TARGET SECONDS for longer)"

@@ -95,11 +95,11 @@ def child_env(**extra):
 
 
 class Child:
-    """A child Python process whose stdout lines are read with a timeout."""
+    """A child process (Python, unless `program` is given) whose stdout lines are read with a timeout."""
 
-    def __init__(self, argv, env):
+    def __init__(self, argv, env, program=None):
         self.proc = subprocess.Popen(
-            [sys.executable, *argv],
+            [program or sys.executable, *argv],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -150,11 +150,12 @@ class Child:
 
 @pytest.fixture
 def spawn():
-    """Factory that starts `python ARGV...` children; any child still running afterwards is killed."""
+    """Factory that starts `python ARGV...` (or `PROGRAM ARGV...`) children; any child still running
+    afterwards is killed."""
     children = []
 
-    def start(argv, **env_extra):
-        child = Child(argv, child_env(**env_extra))
+    def start(argv, program=None, **env_extra):
+        child = Child(argv, child_env(**env_extra), program)
         children.append(child)
         return child
 
