@@ -3,6 +3,7 @@
 
 #include "tether/client.hpp"
 #include "tether/convert.hpp"
+#include "tether/coordination.hpp"
 #include "tether/error.hpp"
 #include "tether/future.hpp"
 #include "tether/servant.hpp"

@@ -201,6 +201,14 @@ class StreamState final : public rpc::ReplySink {
 };
 
 std::optional<Value> stream_next(StreamState& state) { return state.next(); }
+
+std::uint64_t export_on(const Proxy& proxy, const std::shared_ptr<Servant>& servant) {
+  auto connection = proxy.core()->connection();
+  if (!connection) throw error_of(connection.error());
+  auto* state = api::state_of(**connection);
+  if (!state) throw RemoteError(ErrorKind::failed, "this connection cannot hold exported objects");
+  return state->export_servant(servant);
+}
 void stream_cancel(StreamState& state) { state.cancel(); }
 
 }  // namespace detail

@@ -56,4 +56,8 @@ class ProxyCore {
   std::weak_ptr<ClientCore> home_;
 };
 
+// Exports `servant` on the connection `proxy` calls through and answers its id (the `sink` of the
+// services' notify / subscribe / join). Throws RemoteError when there is no connection.
+std::uint64_t export_on(const Proxy& proxy, const std::shared_ptr<Servant>& servant);
+
 }  // namespace tether::detail
