@@ -2,6 +2,7 @@
 #pragma once
 
 #include "tether/client.hpp"
+#include "tether/cluster.hpp"
 #include "tether/convert.hpp"
 #include "tether/coordination.hpp"
 #include "tether/error.hpp"

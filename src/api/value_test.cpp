@@ -141,3 +141,45 @@ TEST(Convert, VectorsReadArraysOfTheirType) {
 
 }  // namespace
 }  // namespace tether
+
+#include "api/pickle.hpp"
+
+namespace tether {
+namespace {
+
+TEST(Pickle, PlainValuesRoundTrip) {
+  std::vector<Value> values = {Value(), Value(false), Value(7), Value(-(1LL << 40)), Value(std::uint64_t{UINT64_MAX}),
+                               Value(BigInt::from_string("-340282366920938463463374607431768211457")), Value(0.25),
+                               Value("naïve"), Value::bytes(std::string(300, 'b')), Value{1, Value{2, Value()}},
+                               Value::tuple({}), Value::tuple({1}), Value::set({1, 2}), Value::set({"x"}, true),
+                               Value::dict({{Value("a"), Value::dict({{Value(1), Value::list()}})}})};
+  for (const auto& v : values) {
+    auto pickled = api::pickle_plain(v);
+    ASSERT_TRUE(pickled) << v.repr();
+    auto back = api::unpickle_plain(*pickled);
+    ASSERT_TRUE(back) << back.error().message;
+    EXPECT_EQ(*back, v) << v.repr();
+  }
+  EXPECT_FALSE(api::pickle_plain(Value::custom("x", 1)));
+}
+
+TEST(Pickle, ReadsOnlyWhatItUnderstands) {
+  auto bytes = [](std::initializer_list<int> list) {
+    std::vector<std::byte> out;
+    for (int b : list) out.push_back(static_cast<std::byte>(b));
+    return out;
+  };
+  EXPECT_FALSE(api::unpickle_plain(bytes({0x80, 4, 'N'})));             // no STOP
+  EXPECT_FALSE(api::unpickle_plain(bytes({0x80, 4, 'a', '.'})));        // APPEND on nothing
+  EXPECT_FALSE(api::unpickle_plain(bytes({0x80, 4, 'h', 9, '.'})));     // a memo entry never put
+  EXPECT_FALSE(api::unpickle_plain(bytes({0x80, 4, 'i', '.'})));        // INST: not plain data
+  EXPECT_FALSE(api::unpickle_plain(bytes({0x80, 4, 'X', 0xff, 0xff, 0xff, 0x7f, '.'})));  // a str longer than the data
+  auto global = api::unpickle_plain(bytes({0x80, 4, 0x8c, 8, 'b', 'u', 'i', 'l', 't', 'i', 'n', 's', 0x8c, 8, 'K', 'e', 'y',
+                                           'E', 'r', 'r', 'o', 'r', 0x93, 0x8c, 1, 'k', 0x85, 'R', '.'}));
+  ASSERT_TRUE(global);
+  EXPECT_EQ(global->custom_name(), "pickle.call");
+  EXPECT_EQ(global->custom_state()[0].custom_state().as_string(), "builtins.KeyError");
+}
+
+}  // namespace
+}  // namespace tether

@@ -63,11 +63,57 @@ Task sum_of_two(tether::Proxy py, std::promise<std::int64_t>& out) {
   out.set_value(b);
 }
 
+// Calls the named actor `name` (tests/python/test_cross_language.py makes a Keeper) of the cluster
+// at `address`, with the cluster's secret from $TETHER_SECRET.
+int call_actor(const std::string& address, const std::string& name) {
+  const char* secret = std::getenv("TETHER_SECRET");
+  tether::Client client(tether::ClientOptions{.secret = secret ? secret : "", .timeout = std::chrono::seconds(30)});
+  tether::Cluster cluster(client, address);
+  auto keeper = cluster.actor(name);
+  check("actor_lookup", [&] {
+    expect(keeper.class_name().find("Keeper") != std::string::npos, "class " + keeper.class_name());
+    auto e = error_of([&] { cluster.actor("nobody-has-this-name"); });
+    expect(e.remote_type() == "builtins.ValueError", "type " + e.remote_type());
+  });
+  check("actor_calls_in_order", [&] {
+    for (std::int64_t i = 1; i <= 5; ++i) expect(keeper.call<std::int64_t>("add", i) == i * (i + 1) / 2, "running total");
+  });
+  check("actor_plain_values", [&] {
+    Value v = Value{Value(), true, -3, tether::BigInt::from_string("-123456789012345678901234567890"), 0.5, "s", Value::bytes("b"),
+                    Value::tuple({1, "t"}), Value::set({1}), Value::set({"f"}, true),
+                    Value::dict({{Value("k"), Value{1, Value::dict({{Value(2), Value("two")}})}}})};
+    Value back = keeper.call("echo", v);
+    expect(back == v, "echo gave " + back.repr());
+    expect(keeper.call_values("describe", {1}, {{Value("scale"), Value(3)}}) == Value("1x3"), "keyword arguments");
+  });
+  check("actor_large_result", [&] {
+    auto big = keeper.call<tether::Bytes>("blob", 300000);  // kept in shared memory by the worker
+    expect(big.size() == 300000 && big.view().find_first_not_of('x') == std::string_view::npos, "blob");
+  });
+  check("actor_exception", [&] {
+    auto e = error_of([&] { keeper.call("fail", "lost key"); });
+    expect(e.remote_type() == "builtins.KeyError", "type " + e.remote_type());
+    expect(e.message() == "lost key", "message " + e.message());
+    expect(e.traceback().find("in fail") != std::string::npos, "traceback " + e.traceback());
+  });
+  check("actor_unreadable_result", [&] {
+    try {
+      keeper.call("not_plain");
+      throw Failed{"a Python object reached C++"};
+    } catch (const tether::TypeMismatch& e) {
+      expect(std::string(e.what()).find("not plain data") != std::string::npos, e.what());
+    }
+    expect(keeper.call<std::int64_t>("add", 0) == 15, "the actor went on working");
+  });
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc == 4 && std::string(argv[1]) == "--actor") return call_actor(argv[2], argv[3]);
   if (argc < 2) {
-    std::cerr << "usage: cross_client URI" << std::endl;
+    std::cerr << "usage: cross_client URI | cross_client --actor HOST:PORT NAME" << std::endl;
     return 2;
   }
   tether::Client client(tether::ClientOptions{.timeout = std::chrono::seconds(10)});

@@ -186,6 +186,52 @@ def test_cpp_server_with_a_secret(spawn, make_proxy):
     assert make_proxy(uri, secret=b"s3cret").add(1, 2) == 3
 
 
+# ---- C++ client, a named actor of a cluster ----
+
+
+@tether.remote
+class Keeper:
+    def __init__(self):
+        self.total = 0
+
+    def add(self, x):
+        self.total += x
+        return self.total
+
+    def echo(self, value):
+        return value
+
+    def describe(self, x, scale=1):
+        return f"{x}x{scale}"
+
+    def blob(self, n):
+        return b"x" * n
+
+    def fail(self, text):
+        raise KeyError(text)
+
+    def not_plain(self):
+        return Money(1, "EUR")
+
+
+def test_cpp_calls_a_named_actor_of_a_running_cluster():
+    if tether.is_initialized():
+        tether.shutdown()
+    info = tether.init(num_cpus=2)
+    try:
+        keeper = Keeper.options(name="keeper").remote()
+        assert tether.get(keeper.add.remote(0), timeout=60) == 0
+        run = subprocess.run([cpp_program("tether_cross_client"), "--actor", tether.cluster_address(), "keeper"],
+                             env={**os.environ, "TETHER_SECRET": info["secret"]}, capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, f"{run.stdout}\n{run.stderr}"
+        assert run.stdout.splitlines() == [f"ok {name}" for name in (
+            "actor_lookup", "actor_calls_in_order", "actor_plain_values", "actor_large_result", "actor_exception",
+            "actor_unreadable_result")]
+        assert tether.get(keeper.add.remote(0), timeout=60) == 15  # C++ called the same actor
+    finally:
+        tether.shutdown()
+
+
 # ---- C++ client, Python server ----
 
 PYTHON_SERVER = r"""
