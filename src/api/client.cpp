@@ -271,7 +271,11 @@ std::shared_ptr<detail::FutureState> Proxy::call_values_async(std::string_view m
   try {
     auto prepared = prepare(*core_, method, args, kwargs, timeout_);
     auto sink = std::make_shared<detail::FutureSink>(state, prepared.connection, core_->home());
-    auto sent = prepared.connection->call(std::move(prepared.frame), sink, deadline_after(timeout_));
+    // Like Nagle's algorithm: with nothing in flight the request leaves at once; while earlier
+    // calls are in flight it joins the next flush, so a burst leaves in a few writes.
+    auto* connection = prepared.connection.get();
+    rpc::Connection::DeferFlush defer(connection->pending_calls() > 0 ? connection : nullptr);
+    auto sent = connection->call(std::move(prepared.frame), sink, deadline_after(timeout_));
     if (!sent) state->set_error(detail::error_of(sent.error()));
   } catch (const RemoteError& e) {
     state->set_error(e);  // a failure to connect or to encode is the future's outcome too

@@ -78,6 +78,11 @@ class ObjectHandler final : public rpc::RequestHandler {
   void on_open(rpc::Connection& connection) override;
   void on_request(const std::shared_ptr<rpc::Connection>& connection, wire::Frame&& frame) override;
   void on_requests(const std::shared_ptr<rpc::Connection>& connection, std::vector<wire::Frame>&& frames) override;
+  bool queues_requests() const override { return true; }
+  void queue_requests(const std::shared_ptr<rpc::Connection>& connection, std::vector<wire::Frame>&& frames) override {
+    queue_.enqueue(connection, std::move(frames));
+  }
+  void run_queued() override { queue_.run(); }
   void on_cancel(rpc::Connection& connection, std::uint64_t request_id) override;
   void on_credit(rpc::Connection& connection, std::uint64_t request_id, std::uint64_t count) override;
   void on_closed(rpc::Connection& connection, const Error& error) override;

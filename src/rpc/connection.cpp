@@ -101,8 +101,12 @@ void Connection::on_read(std::error_code ec, std::size_t count) {
     return;
   }
   if (closed_.load(std::memory_order_acquire)) return;
+  // Queued before the next read starts: the next batch, which another io thread may read, queues behind this one.
+  bool queued = !requests.empty() && handler_ && handler_->queues_requests();
+  if (queued) handler_->queue_requests(shared_from_this(), std::move(requests));
   // Read on before dispatching, so another io thread can serve this connection meanwhile.
   continue_reading();
+  if (queued) return handler_->run_queued();
   if (requests.empty()) return;
   if (!handler_) {
     for (auto& request : requests)

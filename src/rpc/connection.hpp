@@ -52,6 +52,14 @@ class RequestHandler {
   virtual void on_requests(const std::shared_ptr<Connection>& connection, std::vector<wire::Frame>&& frames) {
     for (auto& frame : frames) on_request(connection, std::move(frame));
   }
+  // A handler that queues requests (rpc::DispatchQueue) takes each read's REQUESTs in two steps:
+  // queue_requests before the connection's next read starts, so the batches of one connection are
+  // queued in stream order even when another io thread completes the next read, and run_queued
+  // right after that read started. Such a handler returns true from queues_requests; on_requests
+  // is then not called.
+  virtual bool queues_requests() const { return false; }
+  virtual void queue_requests(const std::shared_ptr<Connection>&, std::vector<wire::Frame>&&) {}
+  virtual void run_queued() {}
   virtual void on_cancel(Connection&, std::uint64_t /*request_id*/) {}
   virtual void on_credit(Connection&, std::uint64_t /*request_id*/, std::uint64_t /*count*/) {}
   // Runs after each batch of replies was delivered, before the next read, on the same thread.

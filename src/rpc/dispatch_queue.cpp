@@ -10,11 +10,20 @@ DispatchQueue::DispatchQueue(asio::any_io_executor executor, Options options, Ru
 
 void DispatchQueue::submit(const std::shared_ptr<Connection>& connection, std::vector<wire::Frame>&& requests) {
   if (requests.empty()) return;
+  enqueue(connection, std::move(requests));
+  run();
+}
+
+void DispatchQueue::enqueue(const std::shared_ptr<Connection>& connection, std::vector<wire::Frame>&& requests) {
+  if (requests.empty()) return;
   {
     std::lock_guard lock(mutex_);
     for (auto& frame : requests) queue_.push_back(Job{connection, std::move(frame)});
   }
   connection->adjust_backlog(static_cast<std::ptrdiff_t>(requests.size()), options_.max_backlog);
+}
+
+void DispatchQueue::run() {
   if (options_.run_on_reader)
     drain();
   else

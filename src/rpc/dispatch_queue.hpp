@@ -31,7 +31,12 @@ class DispatchQueue {
   };
   DispatchQueue(asio::any_io_executor executor, Options options, Run run);
 
+  // enqueue, then run.
   void submit(const std::shared_ptr<Connection>& connection, std::vector<wire::Frame>&& requests);
+  // Queues the requests (counting them in the connection's backlog) without running any.
+  void enqueue(const std::shared_ptr<Connection>& connection, std::vector<wire::Frame>&& requests);
+  // Runs queued requests: on this thread (run_on_reader), else on the executor's threads.
+  void run();
   // Runs queued requests on this thread while permits allow.
   void drain();
   // Drops the stall timer; call once the io threads are stopped, before the io context goes away.

@@ -127,3 +127,57 @@ TEST(DispatchQueue, AFullBacklogPausesReadingUntilItDrains) {
 
 }  // namespace
 }  // namespace tether::rpc
+
+namespace tether::rpc {
+namespace {
+
+// Queues each read's requests before the next read starts (as the Python and C++ servers do).
+class OrderedQueueHandler final : public RequestHandler {
+ public:
+  OrderedQueueHandler(asio::any_io_executor executor, DispatchQueue::Run run)
+      : queue(executor, DispatchQueue::Options{1, 1 << 20, std::chrono::microseconds(1000)}, std::move(run)) {}
+  void on_request(const std::shared_ptr<Connection>&, wire::Frame&&) override { ADD_FAILURE() << "requests go through the queue"; }
+  bool queues_requests() const override { return true; }
+  void queue_requests(const std::shared_ptr<Connection>& c, std::vector<wire::Frame>&& frames) override {
+    queue.enqueue(c, std::move(frames));
+  }
+  void run_queued() override { queue.run(); }
+  DispatchQueue queue;
+};
+
+// With one request at a time (an actor), requests run in the order they were sent even though
+// consecutive reads of the connection complete on different io threads (a read's batch once
+// reached the queue after the next one, and an actor ran calls out of order).
+TEST(DispatchQueue, BatchesOfOneConnectionKeepTheirOrderAcrossIoThreads) {
+  Runtime runtime(4);
+  std::mutex mutex;
+  std::vector<std::uint64_t> order;
+  auto handler = std::make_shared<OrderedQueueHandler>(runtime.executor(), [&](const std::shared_ptr<Connection>&, wire::Frame&& frame) {
+    std::lock_guard lock(mutex);
+    order.push_back(frame.header.request_id);
+  });
+  auto client = connect_client(runtime, handler, 512);  // a small pipe: many short reads
+  constexpr std::uint64_t kRequests = 20000;
+  std::uint64_t last = 0;
+  for (std::uint64_t i = 0; i < kRequests; ++i) {
+    auto frame = request();
+    frame.header.flags |= wire::kOneway;
+    auto sent = client->call(std::move(frame), nullptr);
+    ASSERT_TRUE(sent);
+    last = *sent;
+  }
+  for (int i = 0; i < 2000; ++i) {
+    {
+      std::lock_guard lock(mutex);
+      if (order.size() == kRequests) break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  std::lock_guard lock(mutex);
+  ASSERT_EQ(order.size(), kRequests);
+  EXPECT_EQ(order.back(), last);
+  for (std::size_t i = 1; i < order.size(); ++i) ASSERT_LT(order[i - 1], order[i]) << "request " << order[i] << " ran before " << order[i - 1];
+}
+
+}  // namespace
+}  // namespace tether::rpc

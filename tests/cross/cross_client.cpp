@@ -108,10 +108,33 @@ int call_actor(const std::string& address, const std::string& name) {
   return 0;
 }
 
+// Uses the name server at `address` (a Python tether.NameServer) for the object at `uri`.
+int use_name_server(const std::string& address, const std::string& uri) {
+  tether::Client client(tether::ClientOptions{.timeout = std::chrono::seconds(10)});
+  auto ns = client.name_server(address);
+  check("ns_register_lookup", [&] {
+    ns.register_uri("cross.py", uri, {"cross", "python"});
+    expect(ns.lookup("cross.py") == uri, "lookup");
+    auto listed = ns.list("cross.");
+    expect(listed.size() == 1 && listed.at("cross.py") == uri, "list");
+  });
+  check("ns_uri", [&] {
+    auto py = client.proxy("tetherns://" + address + "/cross.py");
+    expect(py.call<std::int64_t>("add", 40, 2) == 42, "call through tetherns://");
+  });
+  check("ns_remove", [&] {
+    expect(ns.remove("cross.py"), "remove");
+    auto e = error_of([&] { ns.lookup("cross.py"); });
+    expect(e.remote_type() == "builtins.KeyError", "type " + e.remote_type());
+  });
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc == 4 && std::string(argv[1]) == "--actor") return call_actor(argv[2], argv[3]);
+  if (argc == 4 && std::string(argv[1]) == "--ns") return use_name_server(argv[2], argv[3]);
   if (argc < 2) {
     std::cerr << "usage: cross_client URI | cross_client --actor HOST:PORT NAME" << std::endl;
     return 2;

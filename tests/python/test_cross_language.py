@@ -280,3 +280,12 @@ def test_cpp_client_calls_a_python_server(spawn):
     lines = run.stdout.splitlines()
     assert run.returncode == 0, f"{run.stdout}\n{run.stderr}"
     assert lines == [f"ok {name}" for name in CPP_CLIENT_CHECKS]
+
+
+def test_cpp_client_uses_a_python_name_server(spawn, name_server):
+    child = spawn(["-c", PYTHON_SERVER])
+    uri = child.readline(timeout=30)
+    run = subprocess.run([cpp_program("tether_cross_client"), "--ns", name_server.address, uri],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, f"{run.stdout}\n{run.stderr}"
+    assert run.stdout.splitlines() == ["ok ns_register_lookup", "ok ns_uri", "ok ns_remove"]
