@@ -34,12 +34,24 @@ PY_ROWS = [
 
 def find_program(build):
     candidates = [os.path.join(build, "tether_bench_ice")] if build else glob.glob(os.path.join(REPO, "build", "*", "tether_bench_ice"))
-    candidates = [c for c in candidates if os.access(c, os.X_OK)]
+    candidates = [os.path.abspath(c) for c in candidates if os.access(c, os.X_OK)]
     return max(candidates, key=os.path.getmtime) if candidates else None
 
 
+# CPU placement, from --pin (as bench/run.py): {"server": cpus, "client": cpus}, or None.
+PLACEMENT = None
+
+
+def pin_to(role):
+    if PLACEMENT is None:
+        return None
+    cpus = PLACEMENT[role]
+    return lambda: os.sched_setaffinity(0, cpus)
+
+
 def serve(command):
-    server = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=os.path.join(HERE, "peers"))
+    server = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=os.path.join(HERE, "peers"),
+                              preexec_fn=pin_to("server"))
     line = server.stdout.readline().strip()
     if not line.startswith("READY "):
         server.stdin.close()
@@ -51,7 +63,8 @@ def serve(command):
 def run_pair(server_command, client_command):
     server, address = serve(server_command)
     try:
-        out = subprocess.run(client_command + [address], capture_output=True, text=True, timeout=900, cwd=os.path.join(HERE, "peers"))
+        out = subprocess.run(client_command + [address], capture_output=True, text=True, timeout=900, cwd=os.path.join(HERE, "peers"),
+                             preexec_fn=pin_to("client"))
     finally:
         server.stdin.close()
         server.wait(timeout=30)
@@ -88,9 +101,17 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--build", help="the CMake build directory holding tether_bench_ice")
     parser.add_argument("--ice-python", default="/usr/bin/python3", help="a Python with Ice's Python mapping")
+    parser.add_argument("--pin", choices=("split", "same", "none"), default="none",
+                        help="split: servers on one CPU and clients on another; same: all on one CPU")
     args = parser.parse_args()
+    global PLACEMENT
+    if args.pin == "split":
+        PLACEMENT = {"server": {0}, "client": {1}}
+    elif args.pin == "same":
+        PLACEMENT = {"server": {0}, "client": {0}}
     load = os.getloadavg()[0]
-    print(f"# tether vs ZeroC Ice, {time.strftime('%Y-%m-%d %H:%M')}, load average {load:.2f}, {os.cpu_count()} CPUs")
+    print(f"# tether vs ZeroC Ice, {time.strftime('%Y-%m-%d %H:%M')}, load average {load:.2f}, {os.cpu_count()} CPUs, "
+          f"--pin {args.pin}")
     program = find_program(args.build)
     if program:
         tether_cpp, ice_cpp = cpp_results(program, "tether"), cpp_results(program, "ice")
