@@ -9,6 +9,7 @@ The Python face of the C++ service "groups" that the cluster's head serves (docs
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import threading
 from typing import Any
@@ -53,7 +54,8 @@ class Group(ItemStream):
         self._state = threading.Condition()
         self._view: View | None = None
         self._flushing = False
-        self._sending = 0
+        self._sending = 0            # sends being made now
+        self._pending = collections.deque()  # futures of sends made with wait=False, oldest first
         self._left = False
         self._held: list = []        # events behind a safe message not yet released
         self._released: set = set()  # safe messages released before they came up
@@ -79,8 +81,10 @@ class Group(ItemStream):
         (sends pipeline; their order is kept)."""
         if order not in ORDERS:
             raise ValueError(f"unknown order {order!r}: one of {', '.join(ORDERS)}")
-        with self._state:
-            self._state.wait_for(lambda: not self._flushing or self._left)
+        state = self._state
+        with state:
+            if self._flushing:
+                state.wait_for(lambda: not self._flushing or self._left)
             if self._left:
                 raise ValueError(f"send after leave: this member left group {self.name!r}")
             self._sending += 1
@@ -91,17 +95,25 @@ class Group(ItemStream):
             except BaseException:
                 self._sent()
                 raise
-            future.add_done_callback(self._sent)
+            self._sent(future)
             return future
         try:
             self._channel.call("groups", "send", args, None, 60.0, _MSGPACK)
         finally:
             self._sent()
 
-    def _sent(self, _future=None) -> None:
+    def _sent(self, future=None) -> None:
+        # A flush waits for the futures of sends made with wait=False (no callback per send: that
+        # made each future build its condition and complete through the slow path).
         with self._state:
             self._sending -= 1
-            self._state.notify_all()
+            if future is not None:
+                pending = self._pending
+                while pending and pending[0].done():
+                    pending.popleft()
+                pending.append(future)
+            if self._flushing:
+                self._state.notify_all()
 
     # ---- receiving ----
 
@@ -116,7 +128,11 @@ class Group(ItemStream):
 
     def _on_events(self, batch: list) -> None:
         for event in batch:
-            self._on_event(event[0], event[1:])
+            # The common case first: a message that is not safe, with nothing held before it.
+            if event[0] == "message" and not event[5] and not self._held:
+                self.put(Message(event[2], event[3], event[4]))
+            else:
+                self._on_event(event[0], event[1:])
 
     @property
     def members(self) -> tuple:
@@ -177,6 +193,12 @@ class Group(ItemStream):
         # before it says flushed; new sends wait for the new view.
         with self._state:
             self._state.wait_for(lambda: self._sending == 0)
+            pending = list(self._pending)
+        for future in pending:
+            try:
+                future.result()
+            except BaseException:
+                pass  # a send that failed reached the head or never will: either way it is done
         self._channel.call_oneway("groups", "flushed", (self.name, self.member_id), None, _MSGPACK)
 
     def _deliver(self, item, safe_seq=None) -> None:

@@ -58,7 +58,9 @@ class ItemStream:
 
     def __init__(self, what: str):
         self._what = what
-        self._queue: queue.Queue = queue.Queue()
+        # SimpleQueue (C): a put or get costs a fraction of queue.Queue's, which matters at tens of
+        # thousands of group messages a second.
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self.ended = False
 
     def put(self, item) -> None:
