@@ -14,8 +14,10 @@ import time
 def _ns(args) -> int:
     from .naming import NameServer
 
-    ns = NameServer(args.host, args.port, secret=args.secret, sweep_interval=args.sweep_interval)
-    print(f"tether name server listening on {ns.address}", flush=True)
+    ns = NameServer(args.host, args.port, secret=args.secret, sweep_interval=args.sweep_interval,
+                    coordination=not args.no_coordination)
+    served = "" if args.no_coordination else " (and tuple spaces, topics, groups)"
+    print(f"tether name server{served} listening on {ns.address}", flush=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -190,6 +192,7 @@ def main(argv=None) -> int:
     ns.add_argument("--port", type=int, default=9090)
     ns.add_argument("--secret", default=None, help="shared secret (default: $TETHER_SECRET)")
     ns.add_argument("--sweep-interval", type=float, default=10.0, help="seconds between liveness checks")
+    ns.add_argument("--no-coordination", action="store_true", help="serve names only, not tuple spaces, topics and groups")
     ns.set_defaults(run=_ns)
 
     services = commands.add_parser("services", help="serve the name server, tuple spaces, topics and groups, without a cluster")

@@ -68,11 +68,13 @@ class _Registry:
 
 class NameServer:
     """A name server in this process. Entries whose server no longer accepts connections are
-    removed by a sweep every `sweep_interval` seconds."""
+    removed by a sweep every `sweep_interval` seconds. With `coordination` it also serves tuple
+    spaces, topics and groups (as `tether ns` does)."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, secret=None, sweep_interval: float = 10.0):
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, secret=None, sweep_interval: float = 10.0,
+                 coordination: bool = False):
         self._registry = _Registry()
-        self._server = Server(host, port, secret=secret)
+        self._server = Server(host, port, secret=secret, coordination=coordination)
         self._server.register(self._registry, NS_OBJECT)
         self._stop = threading.Event()
         self._interval = sweep_interval

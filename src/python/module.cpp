@@ -7,6 +7,7 @@
 #include <nanobind/stl/unique_ptr.h>
 
 #include "net/address.hpp"
+#include "python/coordination.hpp"
 #include "python/pychannel.hpp"
 #include "python/pycodec.hpp"
 #include "python/pydispatch.hpp"
@@ -120,16 +121,20 @@ class Server {
  public:
   Server(nb::dict published, const std::string& host, int port, std::optional<std::string> unix_path,
          std::optional<nb::bytes> secret, bool allow_pickle, std::size_t threads, double heartbeat,
-         double idle_timeout, std::uint64_t max_frame)
+         double idle_timeout, std::uint64_t max_frame, bool coordination)
       : runtime_(std::make_shared<rpc::Runtime>(threads + 1, python_thread_hooks())),
         dispatcher_(std::make_shared<Dispatcher>(published.ptr(), runtime_->executor(), threads)) {
-    auto& dispatcher = dispatcher_;
+    std::shared_ptr<rpc::RequestHandler> handler = dispatcher_;
     rpc::AuthConfig auth{secret_text(secret), allow_pickle, false};
     Result<std::unique_ptr<rpc::Listener>> listener = Error{};
     {
       nb::gil_scoped_release release;
+      if (coordination) {  // tuple spaces, topics and groups beside the Python objects
+        coordination_ = std::make_shared<CoordinationServices>();
+        handler = std::make_shared<RoutingHandler>(dispatcher_, coordination_);
+      }
       listener = rpc::Listener::listen(*runtime_, endpoint_of(host, port, unix_path), auth,
-                                       connection_options(heartbeat, idle_timeout, max_frame), dispatcher);
+                                       connection_options(heartbeat, idle_timeout, max_frame), handler);
     }
     if (!listener) throw_error(listener.error());
     listener_ = std::move(*listener);
@@ -141,9 +146,10 @@ class Server {
   void close() {
     if (!runtime_) return;
     nb::gil_scoped_release release;
-    listener_->close();
+    if (listener_) listener_->close();
     runtime_->stop(std::chrono::milliseconds(2000));  // the closed connections' completions run first
     dispatcher_->stop();
+    if (coordination_) coordination_->stop();
     listener_.reset();
     runtime_.reset();
   }
@@ -152,6 +158,7 @@ class Server {
   std::shared_ptr<rpc::Runtime> runtime_;  // dispatch threads + 1 io threads: one always reads; shared:
                                            // connections outliving the server keep its io context
   std::shared_ptr<Dispatcher> dispatcher_;
+  std::shared_ptr<CoordinationServices> coordination_;  // none unless asked for
   std::unique_ptr<rpc::Listener> listener_;
 };
 
@@ -209,10 +216,10 @@ NB_MODULE(_core, m) {
 
   nb::class_<Server>(m, "Server")
       .def(nb::init<nb::dict, const std::string&, int, std::optional<std::string>, std::optional<nb::bytes>, bool,
-                    std::size_t, double, double, std::uint64_t>(),
+                    std::size_t, double, double, std::uint64_t, bool>(),
            "published"_a, "host"_a, "port"_a, "unix_path"_a = nb::none(), "secret"_a = nb::none(),
            "allow_pickle"_a = false, "threads"_a = 8, "heartbeat"_a = 5.0, "idle_timeout"_a = 30.0,
-           "max_frame"_a = 1ull << 30)
+           "max_frame"_a = 1ull << 30, "coordination"_a = false)
       .def_prop_ro("address", &Server::address)
       .def("uri", &Server::uri)
       .def("connection_count", &Server::connection_count)

@@ -308,3 +308,52 @@ def test_a_standalone_services_server_serves_tuple_spaces_and_topics(tmp_path):
     finally:
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=TIMEOUT) in (0, -signal.SIGTERM)
+
+
+def test_a_python_server_with_coordination_serves_them_beside_its_objects():
+    """tether.Server(coordination=True) serves tuple spaces, topics and groups next to its own
+    Python objects, on the same port: clients reach them with address=."""
+
+    @tether.expose
+    class Hello:
+        def hi(self):
+            return "hi"
+
+    with tether.Server(host="127.0.0.1", port=0, coordination=True) as server:
+        uri = server.register(Hello(), "hello")
+        address = server.address
+        space = tether.TupleSpace("beside", address=address)
+        space.out(("job", 1))
+        assert space.rd(("job", int), timeout=TIMEOUT) == ("job", 1)
+        with tether.Proxy(uri, timeout=TIMEOUT) as hello:
+            assert hello.hi() == "hi"  # the Python object on the same listener
+        assert space.in_(("job", tether.ANY), timeout=TIMEOUT) == ("job", 1)
+        assert space.inp(("job", tether.ANY)) is None
+        with tether.subscribe("beside.*", address=address) as feed:
+            tether.publish("beside.news", 42, address=address)
+            assert feed.get(timeout=TIMEOUT) == ("beside.news", 42)
+        with tether.Group("beside", address=address) as member:
+            assert member.receive(timeout=TIMEOUT).members == (member.private_name,)
+            member.send("ping")
+            assert member.receive(timeout=TIMEOUT).data == "ping"
+
+
+def test_tether_ns_serves_tuple_spaces_too():
+    """`tether ns` is a name server that also serves the coordination services."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    ns = subprocess.Popen([sys.executable, "-m", "tether", "ns", "--port", str(port)], stdout=subprocess.PIPE, text=True,
+                          env={k: v for k, v in os.environ.items() if k != "TETHER_SECRET"})
+    try:
+        assert "listening on 127.0.0.1:" in ns.stdout.readline()
+        space = tether.TupleSpace("ns-space", address=f"127.0.0.1:{port}")
+        space.out(("x", b"bytes"))
+        assert space.in_(("x", bytes), timeout=TIMEOUT) == ("x", b"bytes")
+        with tether.locate_ns(f"127.0.0.1:{port}") as names:
+            assert names.list() == {}
+    finally:
+        ns.send_signal(signal.SIGTERM)
+        assert ns.wait(timeout=TIMEOUT) in (0, -signal.SIGTERM)
