@@ -187,6 +187,14 @@ class Group(ItemStream):
         elif kind == "safe":
             self._released.add(body[0])
             self._deliver_held()
+        elif kind == "removed":
+            # Failure detection took this member out (it was silent too long): what came before
+            # is delivered, then receive raises.
+            with self._state:
+                self._left = True
+                self._state.notify_all()
+            self.fail(errors.ConnectionClosedError(
+                f"this member was removed from group {self.name!r}: no sign of life within its failure_timeout"))
 
     def _flush(self) -> None:
         # Everything this member sent in the old view has been answered (so it reached the head)

@@ -222,6 +222,11 @@ void Group::State::on_event(const Value& event) {
     std::lock_guard lock(mutex);
     released.insert(event[1].as_uint64());
     deliver_held_locked();
+  } else if (kind == "removed") {  // failure detection took this member out: receive says so
+    std::lock_guard lock(mutex);
+    failure = RemoteError(ErrorKind::disconnected, "this member was removed from group '" + group + "': no sign of life within its failure_timeout");
+    left = true;
+    changed.notify_all();
   }
 }
 

@@ -237,6 +237,12 @@ void Groups::install_view(Group& group) {
     } else {
       std::erase(group.members, c.member);
       left.emplace_back(it->second.name, reason_of(static_cast<int>(c.kind)));
+      if (c.kind == Change::Kind::disconnect) {
+        // Removed for silence, it may still be there (a stopped process that resumes): it is told,
+        // after whatever it still had coming, so it stops waiting. A closed connection gets nothing.
+        emit(it->second, "removed", [](wire::Packer& p) { wire::pack_str(p, "disconnect"); }, 1);
+        send_outbox(it->second);
+      }
       group.known.erase(it);
     }
   }
@@ -312,26 +318,28 @@ void Groups::emit(Member& member, const std::string& kind, const std::function<v
 void Groups::send_outboxes() {
   flush_posted_ = false;
   for (auto& [name, group] : groups_)
-    for (auto& [id, member] : group.known) {
-      if (member.outbox.empty()) continue;
-      auto events = std::move(member.outbox);
-      member.outbox.clear();
-      auto connection = member.connection.lock();
-      if (!connection || !connection->is_open()) continue;  // on_connection_closed removes it
-      ReplyBuilder request;
-      auto& p = request.packer();
-      p.pack_array(2);
-      p.pack_array(2);
-      p.pack_uint64(++member.sent);
-      p.pack_array(static_cast<std::uint32_t>(events.size()));
-      for (const auto& event : events) p.pack_bin_body(reinterpret_cast<const char*>(event.data()), static_cast<std::uint32_t>(event.size()));  // raw msgpack
-      p.pack_nil();
-      std::string sink = "#";
-      sink += std::to_string(member.sink);
-      auto frame = request.take_request(sink, "events");
-      frame.header.flags |= wire::kOneway;
-      connection->call(std::move(frame), nullptr);
-    }
+    for (auto& [id, member] : group.known) send_outbox(member);
+}
+
+void Groups::send_outbox(Member& member) {
+  if (member.outbox.empty()) return;
+  auto events = std::move(member.outbox);
+  member.outbox.clear();
+  auto connection = member.connection.lock();
+  if (!connection || !connection->is_open()) return;  // on_connection_closed removes it
+  ReplyBuilder request;
+  auto& p = request.packer();
+  p.pack_array(2);
+  p.pack_array(2);
+  p.pack_uint64(++member.sent);
+  p.pack_array(static_cast<std::uint32_t>(events.size()));
+  for (const auto& event : events) p.pack_bin_body(reinterpret_cast<const char*>(event.data()), static_cast<std::uint32_t>(event.size()));  // raw msgpack
+  p.pack_nil();
+  std::string sink = "#";
+  sink += std::to_string(member.sink);
+  auto frame = request.take_request(sink, "events");
+  frame.header.flags |= wire::kOneway;
+  connection->call(std::move(frame), nullptr);
 }
 
 // ---- failure detection ----

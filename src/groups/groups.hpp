@@ -82,6 +82,7 @@ class Groups final : public service::Service {
   // oneway "#<sink>".events(number, [event, ...]) once the io loop is done with what it read.
   void emit(Member& member, const std::string& kind, const std::function<void(wire::Packer&)>& pack_body, std::uint32_t body_items);
   void send_outboxes();
+  void send_outbox(Member& member);  // now, as one batch
   void sweep();
   void arm_sweep();
 

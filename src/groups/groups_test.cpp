@@ -556,8 +556,9 @@ TEST_F(GroupsTest, AMemberThatDoesNotFlushBlocksTheViewOnlyUntilItsFailureTimeou
     EXPECT_EQ(at_a.back().text(), at_b[0].text());
     silent.peer().barrier();
     auto at_silent = silent.events();
-    ASSERT_EQ(at_silent.size(), 2u);
-    EXPECT_EQ(at_silent[1].text(), "flush()");  // and never the view without it
+    ASSERT_EQ(at_silent.size(), 3u);
+    EXPECT_EQ(at_silent[1].text(), "flush()");  // and never the view without it,
+    EXPECT_EQ(at_silent[2].text(), "removed('disconnect')");  // but word that it is out
   }
   EXPECT_TRUE(blocked) << "the silent member was gone before the join in every attempt";
 }
