@@ -185,3 +185,24 @@ TEST(Api, WrongSecretAndMissingServerFailClearly) {
 
 }  // namespace
 }  // namespace tether
+
+namespace tether {
+namespace {
+
+// threads = 1: one io thread reads and runs everything; calls, futures and streams still work.
+TEST(Api, AOneThreadServerServesCallsFuturesAndStreams) {
+  Calc calc;
+  Server server(ServerOptions{.host = "127.0.0.1", .port = 0, .threads = 1});
+  Client client;
+  auto proxy = client.proxy(server.add("calc", calc_servant(&calc)));
+  EXPECT_EQ(proxy.call<std::int64_t>("add", 20, 22), 42);
+  std::vector<Future<std::int64_t>> futures;
+  for (int i = 0; i < 200; ++i) futures.push_back(proxy.call_async<std::int64_t>("add", i, 1));
+  for (int i = 0; i < 200; ++i) EXPECT_EQ(futures[i].get(), i + 1);
+  std::int64_t n = 0;
+  for (std::int64_t item : proxy.stream<std::int64_t>("count", 150)) EXPECT_EQ(item, n++);
+  EXPECT_EQ(n, 150);
+}
+
+}  // namespace
+}  // namespace tether
