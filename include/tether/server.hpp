@@ -24,9 +24,7 @@ struct ServerOptions {
   std::uint16_t port = 0;           // 0: any free port (see Server::port)
   std::string unix_path;            // also listen on this Unix socket when not empty
   std::string secret;               // callers must know it; empty: none
-  std::size_t threads = 4;          // methods running at once; with 1, one thread reads and runs every
-                                    // request (as Ice's default): no hand-off, but a method that blocks
-                                    // holds up every connection
+  std::size_t threads = 4;          // methods running at once (plus one io thread that always reads)
   std::chrono::milliseconds heartbeat{5000};
   std::chrono::milliseconds idle_timeout{30000};
 };

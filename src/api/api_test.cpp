@@ -189,7 +189,8 @@ TEST(Api, WrongSecretAndMissingServerFailClearly) {
 namespace tether {
 namespace {
 
-// threads = 1: one io thread reads and runs everything; calls, futures and streams still work.
+// threads = 1: one method at a time, and a thread that always reads, so a stream beyond its first
+// credit (which needs the caller's CREDIT read while the method waits) still flows.
 TEST(Api, AOneThreadServerServesCallsFuturesAndStreams) {
   Calc calc;
   Server server(ServerOptions{.host = "127.0.0.1", .port = 0, .threads = 1});

@@ -12,9 +12,10 @@ class ServerCore {
   explicit ServerCore(ServerOptions options)
       : options_(std::move(options)),
         home_(std::make_shared<ClientCore>(ClientOptions{options_.secret})),
-        // One io thread more than methods may run at once, so one always reads (rpc::DispatchQueue);
-        // with threads = 1, one thread reads and runs everything (no hand-off between threads).
-        runtime_(std::make_shared<rpc::Runtime>(options_.threads <= 1 ? 1 : options_.threads + 1)),
+        // One io thread more than methods may run at once, so one always reads (rpc::DispatchQueue):
+        // a stream waiting for credit, or a method calling back its caller, needs a reader. (One
+        // thread for everything, as Ice's default pool, would deadlock there.)
+        runtime_(std::make_shared<rpc::Runtime>(std::max<std::size_t>(options_.threads, 1) + 1)),
         handler_(std::make_shared<api::ObjectHandler>(runtime_->executor(), options_.threads, true, home_)) {
     rpc::ConnectionOptions connection;
     connection.heartbeat = options_.heartbeat;
