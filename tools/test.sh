@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets everything up, then runs every test: the C++ GoogleTest suite (through ctest), a short run of
-# each fuzz target (so they keep building and stay clean), and pytest.
+# each fuzz target (so they keep building and stay clean), pytest, and the C++ tests of the core,
+# the API and the services again under the address and undefined-behaviour sanitizers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
@@ -14,4 +15,6 @@ for target in frame payload; do
   echo "$target: $(tail -n 1 "build/fuzz-$target.log")"
 done
 echo "== Python tests"
-cd tests/python && python3 -m pytest -q -n 2 -p no:cacheprovider
+(cd tests/python && python3 -m pytest -q -n 2 -p no:cacheprovider)
+echo "== C++ tests again, built with AddressSanitizer and UndefinedBehaviorSanitizer (bash tools/sanitize.sh)"
+bash tools/sanitize.sh

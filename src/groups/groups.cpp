@@ -117,9 +117,9 @@ void Groups::send(Call&& call) {
   auto group = group_of(call, false);
   if (!group) return refuse(call, group.error());
   auto* member = *group ? member_of(**group, call, 1) : nullptr;
-  auto& g = **group;
-  if (!member || std::find(g.members.begin(), g.members.end(), member->id) == g.members.end())
+  if (!member || std::find((*group)->members.begin(), (*group)->members.end(), member->id) == (*group)->members.end())
     return refuse(call, Error{ErrorKind::bad_request, "groups.send: not a member of the group's current view (not joined yet, or left)"});
+  auto& g = **group;  // a group exists from here on (a member was found in it)
   auto order = service::as_str(call.param(3, "order"), "groups.send: argument 'order'");
   if (!order) return refuse(call, order.error());
   if (!kOrders.count(*order))

@@ -173,10 +173,15 @@ TEST(DispatchQueue, BatchesOfOneConnectionKeepTheirOrderAcrossIoThreads) {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
-  std::lock_guard lock(mutex);
-  ASSERT_EQ(order.size(), kRequests);
-  EXPECT_EQ(order.back(), last);
-  for (std::size_t i = 1; i < order.size(); ++i) ASSERT_LT(order[i - 1], order[i]) << "request " << order[i] << " ran before " << order[i - 1];
+  {
+    std::lock_guard lock(mutex);
+    ASSERT_EQ(order.size(), kRequests);
+    EXPECT_EQ(order.back(), last);
+    for (std::size_t i = 1; i < order.size(); ++i) ASSERT_LT(order[i - 1], order[i]) << "request " << order[i] << " ran before " << order[i - 1];
+  }
+  client->close("done");
+  handler->queue.stop();
+  runtime.stop();
 }
 
 }  // namespace
