@@ -27,6 +27,8 @@ struct ServerOptions {
   std::size_t threads = 4;          // methods running at once (plus one io thread that always reads)
   std::chrono::milliseconds heartbeat{5000};
   std::chrono::milliseconds idle_timeout{30000};
+  std::size_t max_connections = 4096;  // more are refused with `overloaded` (docs/protocol.md 9)
+  std::size_t max_handshaking = 256;   // connections not through their handshake yet; more are refused
 };
 
 class Server {

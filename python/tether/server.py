@@ -39,17 +39,22 @@ class Server:
     `secret` (or the TETHER_SECRET environment variable) makes every client authenticate;
     `allow_pickle` additionally lets authenticated clients send pickle. With `coordination`, the
     server also serves tuple spaces, topics and groups (the C++ services of a cluster's head), so
-    `tether.TupleSpace(name, address=server.address)` and the like work against it."""
+    `tether.TupleSpace(name, address=server.address)` and the like work against it.
+    `max_connections` and `max_handshaking` (connections not through their handshake yet) bound
+    what one server lets in; a connection over either is refused with `overloaded`, and those in
+    are not touched. A handshake must finish within 10 s."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, unix_path: str | None = None, secret=None,
                  allow_pickle: bool = False, dispatch_threads: int = 8, heartbeat: float = 5.0,
-                 idle_timeout: float = 30.0, max_frame: int = 1 << 30, coordination: bool = False):
+                 idle_timeout: float = 30.0, max_frame: int = 1 << 30, coordination: bool = False,
+                 max_connections: int = 4096, max_handshaking: int = 256):
         if dispatch_threads < 1:
             raise ValueError("dispatch_threads must be at least 1")
         self._published: dict = {}
         self._published["$meta"] = (_Meta(self._published), "single", frozenset({"describe"}), frozenset(), frozenset())
         self._core = _core.Server(self._published, host, port, unix_path, secret_bytes(secret), allow_pickle,
-                                  dispatch_threads, heartbeat, idle_timeout, max_frame, coordination)
+                                  dispatch_threads, heartbeat, idle_timeout, max_frame, coordination,
+                                  max_connections, max_handshaking)
         self._unix_path = unix_path
         self._address = self._core.address
         _open_servers.add(self)

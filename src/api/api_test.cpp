@@ -207,3 +207,58 @@ TEST(Api, AOneThreadServerServesCallsFuturesAndStreams) {
 
 }  // namespace
 }  // namespace tether
+
+namespace tether {
+namespace {
+
+// A server at its connection limit refuses the next client with `overloaded`; those in go on.
+TEST(Api, ConnectionsOverTheLimitAreRefused) {
+  Server server(ServerOptions{.host = "127.0.0.1", .port = 0, .max_connections = 2});
+  auto uri = server.add("x", Servant().method("one", [] { return 1; }));
+  Client a, b, c;
+  EXPECT_EQ(a.proxy(uri).call<int>("one"), 1);
+  EXPECT_EQ(b.proxy(uri).call<int>("one"), 1);
+  try {
+    c.proxy(uri).call("one");
+    FAIL() << "a third connection got in";
+  } catch (const RemoteError& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::overloaded);
+    EXPECT_NE(e.message().find("maximum of 2 connections"), std::string::npos) << e.message();
+  }
+  EXPECT_EQ(a.proxy(uri).call<int>("one"), 1);
+}
+
+// An async method's calls waiting at once on one connection are bounded; the rest are refused.
+TEST(Api, AsyncCallsInFlightAreBoundedPerConnection) {
+  std::mutex mutex;
+  std::vector<Reply> waiting;
+  Server server(ServerOptions{.host = "127.0.0.1", .port = 0});
+  auto uri = server.add("x", Servant().async_method("later", [&](Args, Reply reply) {
+    std::lock_guard lock(mutex);
+    waiting.push_back(reply);
+  }));
+  Client client;
+  auto proxy = client.proxy(uri);
+  std::vector<Future<int>> futures;
+  for (int i = 0; i < 1100; ++i) futures.push_back(proxy.call_async<int>("later"));
+  int refused = 0;
+  for (int i = 1024; i < 1100; ++i) {
+    try {
+      futures[i].get();
+    } catch (const RemoteError& e) {
+      refused += e.kind() == ErrorKind::overloaded;
+    }
+  }
+  EXPECT_EQ(refused, 76);
+  std::vector<Reply> replies;
+  {
+    std::lock_guard lock(mutex);
+    replies.swap(waiting);
+  }
+  ASSERT_EQ(replies.size(), 1024u);
+  for (auto& reply : replies) reply.send(7);
+  for (int i = 0; i < 1024; ++i) EXPECT_EQ(futures[i].get(), 7);
+}
+
+}  // namespace
+}  // namespace tether

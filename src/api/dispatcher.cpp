@@ -22,6 +22,8 @@ namespace {
 
 // Items a stream may send before the caller grants more (docs/protocol.md section 5).
 constexpr std::int64_t kInitialStreamCredit = 64;
+// Async methods answering later for one connection at once; more are refused (protocol.md 9).
+constexpr std::size_t kMaxAsyncCallsInFlight = 1024;
 
 std::string demangle(const char* name) {
   int status = 0;
@@ -182,6 +184,13 @@ void ObjectHandler::run(const std::shared_ptr<rpc::Connection>& connection, std:
     call->home = home_;
     if (auto* state = state_of(*connection)) {
       std::lock_guard lock(state->mutex);
+      if (state->async_calls.size() >= kMaxAsyncCallsInFlight) {
+        call->answered = true;  // refused, not dropped: no second answer from the destructor
+        if (!oneway)
+          send_error(*connection, id, RemoteError(ErrorKind::overloaded, "too many async calls in flight on this connection (limit " +
+                                                                             std::to_string(kMaxAsyncCallsInFlight) + ")"));
+        return;
+      }
       state->async_calls[id] = call;
     }
     try {

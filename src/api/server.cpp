@@ -49,7 +49,8 @@ class ServerCore {
 
  private:
   std::unique_ptr<rpc::Listener> listen(const net::Endpoint& endpoint, const rpc::AuthConfig& auth, const rpc::ConnectionOptions& options) {
-    auto listener = rpc::Listener::listen(*runtime_, endpoint, auth, options, handler_);
+    auto listener = rpc::Listener::listen(*runtime_, endpoint, auth, options, handler_,
+                                          rpc::ListenerLimits{options_.max_connections, options_.max_handshaking});
     if (!listener) {
       close();
       throw std::runtime_error("tether::Server cannot listen on " + endpoint.to_string() + ": " + listener.error().message);

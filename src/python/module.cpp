@@ -121,7 +121,8 @@ class Server {
  public:
   Server(nb::dict published, const std::string& host, int port, std::optional<std::string> unix_path,
          std::optional<nb::bytes> secret, bool allow_pickle, std::size_t threads, double heartbeat,
-         double idle_timeout, std::uint64_t max_frame, bool coordination)
+         double idle_timeout, std::uint64_t max_frame, bool coordination, std::size_t max_connections,
+         std::size_t max_handshaking)
       : runtime_(std::make_shared<rpc::Runtime>(threads + 1, python_thread_hooks())),
         dispatcher_(std::make_shared<Dispatcher>(published.ptr(), runtime_->executor(), threads)) {
     std::shared_ptr<rpc::RequestHandler> handler = dispatcher_;
@@ -134,7 +135,8 @@ class Server {
         handler = std::make_shared<RoutingHandler>(dispatcher_, coordination_);
       }
       listener = rpc::Listener::listen(*runtime_, endpoint_of(host, port, unix_path), auth,
-                                       connection_options(heartbeat, idle_timeout, max_frame), handler);
+                                       connection_options(heartbeat, idle_timeout, max_frame), handler,
+                                       rpc::ListenerLimits{max_connections, max_handshaking});
     }
     if (!listener) throw_error(listener.error());
     listener_ = std::move(*listener);
@@ -216,10 +218,11 @@ NB_MODULE(_core, m) {
 
   nb::class_<Server>(m, "Server")
       .def(nb::init<nb::dict, const std::string&, int, std::optional<std::string>, std::optional<nb::bytes>, bool,
-                    std::size_t, double, double, std::uint64_t, bool>(),
+                    std::size_t, double, double, std::uint64_t, bool, std::size_t, std::size_t>(),
            "published"_a, "host"_a, "port"_a, "unix_path"_a = nb::none(), "secret"_a = nb::none(),
            "allow_pickle"_a = false, "threads"_a = 8, "heartbeat"_a = 5.0, "idle_timeout"_a = 30.0,
-           "max_frame"_a = 1ull << 30, "coordination"_a = false)
+           "max_frame"_a = 1ull << 30, "coordination"_a = false, "max_connections"_a = 4096,
+           "max_handshaking"_a = 256)
       .def_prop_ro("address", &Server::address)
       .def("uri", &Server::uri)
       .def("connection_count", &Server::connection_count)

@@ -364,6 +364,14 @@ void Dispatcher::dispatch(const std::shared_ptr<rpc::Connection>& connection, wi
     // entry (False), and the future is cancelled as soon as we have it. The responder forgets the
     // entry when it answers.
     if (!state->async_calls) state->async_calls = PyDict_New();
+    if (static_cast<std::size_t>(PyDict_Size(state->async_calls)) >= kMaxAsyncCallsInFlight) {
+      // A peer that starts coroutines without end would hold unbounded memory: refused, not queued.
+      PyRef closed(PyObject_CallMethod(result, "close", nullptr));
+      PyErr_Clear();
+      Py_DECREF(result);
+      return send_error(*connection, id, ErrorKind::overloaded,
+                        "too many async calls in flight on this connection (limit " + std::to_string(kMaxAsyncCallsInFlight) + ")");
+    }
     PyRef key(PyLong_FromUnsignedLongLong(id));
     PyDict_SetItem(state->async_calls, key.p, Py_None);
     PyObject* responder = make_responder_object(connection, id, encoding);

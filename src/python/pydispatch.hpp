@@ -79,6 +79,10 @@ class Dispatcher final : public rpc::RequestHandler {
 // Sends the Python exception currently set (and clears it) as an ERROR frame answering `id`.
 void send_current_exception(rpc::Connection& connection, std::uint64_t id, ErrorKind kind);
 
+// Async (coroutine) methods running at once for one connection; more are refused with `overloaded`
+// (docs/protocol.md, section 9). Sync methods are bounded by the dispatch queue's backpressure.
+inline constexpr std::size_t kMaxAsyncCallsInFlight = 1024;
+
 // Items a stream may send before the caller grants more credit (docs/protocol.md, section 5).
 inline constexpr std::int64_t kInitialStreamCredit = 64;
 

@@ -1,18 +1,23 @@
 // Listener: the accept loops (C++20 coroutines) and the set of live connections.
 #include "rpc/listener.hpp"
 
+#include <array>
 #include <filesystem>
+
+#include "wire/msgpack_util.hpp"
 
 namespace tether::rpc {
 
-Listener::Listener(Runtime& runtime, AuthConfig auth, ConnectionOptions options, std::shared_ptr<RequestHandler> handler)
-    : runtime_(runtime), auth_(std::move(auth)), options_(options), handler_(std::move(handler)) {}
+Listener::Listener(Runtime& runtime, AuthConfig auth, ConnectionOptions options, std::shared_ptr<RequestHandler> handler,
+                   ListenerLimits limits)
+    : runtime_(runtime), auth_(std::move(auth)), options_(options), handler_(std::move(handler)), limits_(limits) {}
 
 Listener::~Listener() { close(); }
 
 Result<std::unique_ptr<Listener>> Listener::listen(Runtime& runtime, const net::Endpoint& endpoint, AuthConfig auth,
-                                                   ConnectionOptions options, std::shared_ptr<RequestHandler> handler) {
-  std::unique_ptr<Listener> listener(new Listener(runtime, std::move(auth), options, std::move(handler)));
+                                                   ConnectionOptions options, std::shared_ptr<RequestHandler> handler,
+                                                   ListenerLimits limits) {
+  std::unique_ptr<Listener> listener(new Listener(runtime, std::move(auth), options, std::move(handler), limits));
   std::error_code ec;
   if (endpoint.kind == net::Endpoint::Kind::unix_socket) {
     std::filesystem::remove(endpoint.path, ec);  // a stale socket file from a dead server
@@ -61,15 +66,36 @@ asio::awaitable<void> Listener::accept_loop(Acceptor& acceptor, MakeTransport ma
 }
 
 void Listener::adopt(std::unique_ptr<net::Transport> transport) {
+  {
+    std::lock_guard lock(mutex_);
+    if (closed_) return;
+    std::erase_if(connections_, [](const auto& entry) { return entry.second.expired(); });
+    if (connections_.size() >= limits_.max_connections)
+      return refuse(std::move(transport), "the server has its maximum of " + std::to_string(limits_.max_connections) + " connections");
+    if (handshaking_->load() >= limits_.max_handshaking)
+      return refuse(std::move(transport), "the server has its maximum of " + std::to_string(limits_.max_handshaking) +
+                                              " connections in their handshake; try again shortly");
+  }
   auto connection = Connection::create(std::move(transport), Connection::Role::server, auth_, options_, handler_,
                                        runtime_.weak_from_this().lock());
   {
     std::lock_guard lock(mutex_);
     if (closed_) return;
-    std::erase_if(connections_, [](const auto& entry) { return entry.second.expired(); });
     connections_.emplace(connection->id(), connection);
   }
-  connection->start([](const Result<Negotiated>&) {});
+  ++*handshaking_;
+  connection->start([handshaking = handshaking_](const Result<Negotiated>&) { --*handshaking; });
+}
+
+// Best effort: the ERROR goes out if the socket takes it now; the socket closes either way.
+void Listener::refuse(std::unique_ptr<net::Transport> transport, const std::string& why) {
+  wire::OutFrame frame;
+  frame.header.type = wire::MessageType::error;
+  frame.header.encoding = wire::Encoding::msgpack;
+  frame.payload = wire::pack_error_body(wire::ErrorBody{ErrorKind::overloaded, why, "", ""});
+  frame.finalize();
+  std::array<asio::const_buffer, 2> buffers{asio::buffer(frame.header_bytes), asio::buffer(frame.payload)};
+  transport->try_write(buffers);
 }
 
 void Listener::close(const std::string& reason) {

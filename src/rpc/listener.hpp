@@ -1,6 +1,7 @@
 // Accepts connections on a TCP or Unix socket and hands each to the server's request handler.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <unordered_map>
@@ -11,11 +12,21 @@
 
 namespace tether::rpc {
 
+// What one listener lets in at once. A connection over either limit is refused at once: it gets
+// ERROR(id 0, overloaded, why) and is closed, and the connections already in are not touched.
+// Handshakes also end within ConnectionOptions::handshake_timeout, so a peer that never finishes
+// one holds a slot for that long at most.
+struct ListenerLimits {
+  std::size_t max_connections = 4096;  // open connections
+  std::size_t max_handshaking = 256;   // connections not through their handshake yet (unauthenticated)
+};
+
 class Listener {
  public:
   static Result<std::unique_ptr<Listener>> listen(Runtime& runtime, const net::Endpoint& endpoint,
                                                   AuthConfig auth, ConnectionOptions options,
-                                                  std::shared_ptr<RequestHandler> handler);
+                                                  std::shared_ptr<RequestHandler> handler,
+                                                  ListenerLimits limits = {});
   ~Listener();
   // The bound address (the real port when 0 was asked for).
   const net::Endpoint& endpoint() const { return endpoint_; }
@@ -24,7 +35,9 @@ class Listener {
   std::size_t connection_count();
 
  private:
-  Listener(Runtime& runtime, AuthConfig auth, ConnectionOptions options, std::shared_ptr<RequestHandler> handler);
+  Listener(Runtime& runtime, AuthConfig auth, ConnectionOptions options, std::shared_ptr<RequestHandler> handler,
+           ListenerLimits limits);
+  void refuse(std::unique_ptr<net::Transport> transport, const std::string& why);
   template <typename Acceptor, typename MakeTransport>
   asio::awaitable<void> accept_loop(Acceptor& acceptor, MakeTransport make_transport);
   void adopt(std::unique_ptr<net::Transport> transport);
@@ -38,6 +51,9 @@ class Listener {
   std::unique_ptr<asio::local::stream_protocol::acceptor> unix_acceptor_;
   std::mutex mutex_;
   std::unordered_map<std::uint64_t, std::weak_ptr<Connection>> connections_;
+  ListenerLimits limits_;
+  // Connections in their handshake; shared with their completion callbacks, which may outlive us.
+  std::shared_ptr<std::atomic<std::size_t>> handshaking_ = std::make_shared<std::atomic<std::size_t>>(0);
   bool closed_ = false;
 };
 
