@@ -101,9 +101,8 @@ void send_value(rpc::Connection& connection, std::uint64_t request_id, wire::Mes
 // ---- the handler ----
 
 ObjectHandler::ObjectHandler(asio::any_io_executor executor, std::size_t limit, bool run_on_reader, std::weak_ptr<detail::ClientCore> home)
-    : home_(std::move(home)),
-      queue_(executor, rpc::DispatchQueue::Options{std::max<std::size_t>(limit, 1), 256, std::chrono::microseconds(1000), run_on_reader},
-             [this](const std::shared_ptr<rpc::Connection>& connection, wire::Frame&& frame) { on_request(connection, std::move(frame)); }) {}
+    : QueuingRequestHandler(executor, rpc::DispatchQueue::Options{std::max<std::size_t>(limit, 1), 256, std::chrono::microseconds(1000), run_on_reader}),
+      home_(std::move(home)) {}
 
 void ObjectHandler::publish(const std::string& name, std::shared_ptr<Servant> servant) {
   std::unique_lock lock(published_mutex_);
@@ -116,10 +115,6 @@ bool ObjectHandler::unpublish(const std::string& name) {
 }
 
 void ObjectHandler::on_open(rpc::Connection& connection) { connection.set_attachment(std::make_unique<ConnectionState>()); }
-
-void ObjectHandler::on_requests(const std::shared_ptr<rpc::Connection>& connection, std::vector<wire::Frame>&& frames) {
-  queue_.submit(connection, std::move(frames));
-}
 
 std::shared_ptr<Servant> ObjectHandler::find_target(const std::shared_ptr<rpc::Connection>& connection, const std::string& object) {
   if (!object.empty() && object[0] == '#') {

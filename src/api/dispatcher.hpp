@@ -67,22 +67,15 @@ RemoteError error_from_exception(std::exception_ptr exception, const std::string
 void send_value(rpc::Connection& connection, std::uint64_t request_id, wire::MessageType type, const Value& value,
                 const std::string& where);
 
-class ObjectHandler final : public rpc::RequestHandler {
+class ObjectHandler final : public rpc::QueuingRequestHandler {
  public:
   // Requests run on `executor`'s threads, at most `limit` at once (rpc::DispatchQueue).
   ObjectHandler(asio::any_io_executor executor, std::size_t limit, bool run_on_reader, std::weak_ptr<detail::ClientCore> home);
   void publish(const std::string& name, std::shared_ptr<Servant> servant);
   bool unpublish(const std::string& name);
-  void stop() { queue_.stop(); }
 
   void on_open(rpc::Connection& connection) override;
   void on_request(const std::shared_ptr<rpc::Connection>& connection, wire::Frame&& frame) override;
-  void on_requests(const std::shared_ptr<rpc::Connection>& connection, std::vector<wire::Frame>&& frames) override;
-  bool queues_requests() const override { return true; }
-  void queue_requests(const std::shared_ptr<rpc::Connection>& connection, std::vector<wire::Frame>&& frames) override {
-    queue_.enqueue(connection, std::move(frames));
-  }
-  void run_queued() override { queue_.run(); }
   void on_cancel(rpc::Connection& connection, std::uint64_t request_id) override;
   void on_credit(rpc::Connection& connection, std::uint64_t request_id, std::uint64_t count) override;
   void on_closed(rpc::Connection& connection, const Error& error) override;
@@ -98,7 +91,6 @@ class ObjectHandler final : public rpc::RequestHandler {
   std::weak_ptr<detail::ClientCore> home_;
   std::shared_mutex published_mutex_;
   std::unordered_map<std::string, std::shared_ptr<Servant>> published_;
-  rpc::DispatchQueue queue_;
 };
 
 }  // namespace tether::api

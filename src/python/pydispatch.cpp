@@ -142,16 +142,9 @@ PyObject* channel_for(const std::shared_ptr<rpc::Connection>& connection) {
 }
 
 Dispatcher::Dispatcher(PyObject* published, asio::any_io_executor executor, std::size_t limit, bool run_on_reader)
-    : published_(published),
-      queue_(executor, rpc::DispatchQueue::Options{limit, 256, std::chrono::microseconds(1000), run_on_reader},
-             [this](const std::shared_ptr<rpc::Connection>& connection, wire::Frame&& frame) {
-               on_request(connection, std::move(frame));
-             }) {
+    : QueuingRequestHandler(executor, rpc::DispatchQueue::Options{limit, 256, std::chrono::microseconds(1000), run_on_reader}),
+      published_(published) {
   Py_XINCREF(published_);
-}
-
-void Dispatcher::on_requests(const std::shared_ptr<rpc::Connection>& connection, std::vector<wire::Frame>&& frames) {
-  queue_.submit(connection, std::move(frames));
 }
 
 Dispatcher::~Dispatcher() {

@@ -49,22 +49,15 @@ struct ConnectionState : rpc::Connection::Attachment {
   void clear();  // needs the GIL
 };
 
-class Dispatcher final : public rpc::RequestHandler {
+class Dispatcher final : public rpc::QueuingRequestHandler {
  public:
   // `published` is a dict name -> (target, mode, methods, oneway, streams), owned by the Python Server.
   // Requests run on `executor`'s threads, at most `limit` at once (see rpc::DispatchQueue).
   Dispatcher(PyObject* published, asio::any_io_executor executor, std::size_t limit, bool run_on_reader = true);
   ~Dispatcher() override;
-  void stop() { queue_.stop(); }
 
   void on_open(rpc::Connection& connection) override;
   void on_request(const std::shared_ptr<rpc::Connection>& connection, wire::Frame&& frame) override;
-  void on_requests(const std::shared_ptr<rpc::Connection>& connection, std::vector<wire::Frame>&& frames) override;
-  bool queues_requests() const override { return true; }
-  void queue_requests(const std::shared_ptr<rpc::Connection>& connection, std::vector<wire::Frame>&& frames) override {
-    queue_.enqueue(connection, std::move(frames));
-  }
-  void run_queued() override { queue_.run(); }
   void on_cancel(rpc::Connection& connection, std::uint64_t request_id) override;
   void on_credit(rpc::Connection& connection, std::uint64_t request_id, std::uint64_t count) override;
   void on_closed(rpc::Connection& connection, const Error& error) override;
@@ -73,7 +66,6 @@ class Dispatcher final : public rpc::RequestHandler {
  private:
   void dispatch(const std::shared_ptr<rpc::Connection>& connection, wire::Frame& frame);
   PyObject* published_;  // strong reference
-  rpc::DispatchQueue queue_;
 };
 
 // Sends the Python exception currently set (and clears it) as an ERROR frame answering `id`.

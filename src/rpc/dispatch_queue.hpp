@@ -62,4 +62,27 @@ class DispatchQueue {
   std::unique_ptr<asio::steady_timer> stall_timer_;
 };
 
+// A request handler whose requests run through a DispatchQueue (the Python and C++ servers): each
+// read's batch is queued before the connection reads on, so batches keep their stream order, and run
+// right after; every request then reaches on_request.
+class QueuingRequestHandler : public RequestHandler {
+ public:
+  QueuingRequestHandler(asio::any_io_executor executor, DispatchQueue::Options options)
+      : queue_(executor, options, [this](const std::shared_ptr<Connection>& connection, wire::Frame&& frame) {
+          on_request(connection, std::move(frame));
+        }) {}
+  void on_requests(const std::shared_ptr<Connection>& connection, std::vector<wire::Frame>&& frames) override {
+    queue_.submit(connection, std::move(frames));
+  }
+  bool queues_requests() const override { return true; }
+  void queue_requests(const std::shared_ptr<Connection>& connection, std::vector<wire::Frame>&& frames) override {
+    queue_.enqueue(connection, std::move(frames));
+  }
+  void run_queued() override { queue_.run(); }
+  void stop() { queue_.stop(); }
+
+ private:
+  DispatchQueue queue_;
+};
+
 }  // namespace tether::rpc
