@@ -17,6 +17,7 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
 REPO = os.path.dirname(HERE)
 
 # (row, key in the results, unit, target ratio tether/Ice or None)
@@ -38,15 +39,11 @@ def find_program(build):
     return max(candidates, key=os.path.getmtime) if candidates else None
 
 
-# CPU placement, from --pin (as bench/run.py): {"server": cpus, "client": cpus}, or None.
-PLACEMENT = None
+import run as harness  # noqa: E402  (bench/run.py: the same CPU placement as the other benchmarks)
 
 
 def pin_to(role):
-    if PLACEMENT is None:
-        return None
-    cpus = PLACEMENT[role]
-    return lambda: os.sched_setaffinity(0, cpus)
+    return harness.pin_to(role)
 
 
 def serve(command):
@@ -104,11 +101,7 @@ def main():
     parser.add_argument("--pin", choices=("split", "same", "none"), default="none",
                         help="split: servers on one CPU and clients on another; same: all on one CPU")
     args = parser.parse_args()
-    global PLACEMENT
-    if args.pin == "split":
-        PLACEMENT = {"server": {0}, "client": {1}}
-    elif args.pin == "same":
-        PLACEMENT = {"server": {0}, "client": {0}}
+    harness.PLACEMENT = harness.placement_for(args.pin)
     load = os.getloadavg()[0]
     print(f"# tether vs ZeroC Ice, {time.strftime('%Y-%m-%d %H:%M')}, load average {load:.2f}, {os.cpu_count()} CPUs, "
           f"--pin {args.pin}")
