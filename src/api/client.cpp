@@ -178,15 +178,7 @@ class StreamState final : public rpc::ReplySink {
     if (++consumed_ < kCreditBatch) return;
     auto connection = connection_.lock();
     if (!connection) return;
-    wire::OutFrame credit;
-    credit.header.type = wire::MessageType::credit;
-    credit.header.request_id = id_;
-    credit.header.encoding = wire::Encoding::msgpack;
-    wire::ByteSink sink{&credit.payload};
-    wire::Packer packer(sink);
-    packer.pack_uint64(consumed_);
-    consumed_ = 0;
-    connection->send(std::move(credit));
+    connection->send(wire::credit_frame(id_, std::exchange(consumed_, 0)));
   }
 
   std::weak_ptr<rpc::Connection> connection_;

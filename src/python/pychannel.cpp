@@ -212,15 +212,7 @@ nb::object StreamIterator::next() {
     if (frame.header.type == wire::MessageType::reply) throw nb::stop_iteration();
   } else if (++consumed_since_credit_ == kCreditBatch) {
     // Items are granted back as the program consumes them, so a slow consumer slows the producer.
-    wire::OutFrame credit;
-    credit.header.type = wire::MessageType::credit;
-    credit.header.request_id = id_;
-    credit.header.encoding = wire::Encoding::msgpack;
-    wire::ByteSink sink{&credit.payload};
-    wire::Packer packer(sink);
-    packer.pack_uint64(consumed_since_credit_);
-    consumed_since_credit_ = 0;
-    connection_->send(std::move(credit));
+    connection_->send(wire::credit_frame(id_, std::exchange(consumed_since_credit_, 0)));
   }
   nb::object channel = nb::steal(make_channel_object(connection_));
   return outcome_of(frame, channel.ptr(), connection_->negotiated().pickle_allowed);

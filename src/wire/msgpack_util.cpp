@@ -35,6 +35,17 @@ std::vector<std::byte> pack_error_body(const ErrorBody& error) {
   return out;
 }
 
+OutFrame credit_frame(std::uint64_t request_id, std::uint64_t count) {
+  OutFrame credit;
+  credit.header.type = MessageType::credit;
+  credit.header.request_id = request_id;
+  credit.header.encoding = Encoding::msgpack;
+  ByteSink sink{&credit.payload};
+  Packer packer(sink);
+  packer.pack_uint64(count);
+  return credit;
+}
+
 const msgpack::object* map_get(const msgpack::object& map, std::string_view key) {
   if (map.type != msgpack::type::MAP) return nullptr;
   for (std::uint32_t i = 0; i < map.via.map.size; ++i) {

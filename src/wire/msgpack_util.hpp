@@ -10,6 +10,7 @@
 #include <msgpack.hpp>
 
 #include "tether/error.hpp"
+#include "wire/frame.hpp"
 
 namespace tether::wire {
 
@@ -40,6 +41,9 @@ struct ErrorBody {
 };
 std::vector<std::byte> pack_error_body(const ErrorBody& error);
 ErrorBody unpack_error_body(std::span<const std::byte> body);
+
+// CREDIT(request_id) granting `count` more stream items (docs/protocol.md section 5).
+OutFrame credit_frame(std::uint64_t request_id, std::uint64_t count);
 
 // Looks a key up in a msgpack map object; nullptr when absent or not a map.
 const msgpack::object* map_get(const msgpack::object& map, std::string_view key);
