@@ -55,6 +55,9 @@ class Proxy:
 
     def _connect(self):
         with self._lock:
+            if self._channel is not None and not self._channel.is_open:
+                self._channel.close()  # lost (peer gone, network cut): new calls reconnect
+                self._channel = None
             if self._channel is None:
                 channel = client_runtime().connect(self._uri, secret=self._secret,
                                                    want_pickle=self._encoding == 2, timeout=self._connect_timeout)

@@ -56,7 +56,9 @@ CallTarget target_of(PyObject* proxy) {
   CallTarget t;
   t.channel_object = nb::steal(PyObject_GetAttr(proxy, n.channel));
   if (!t.channel_object) throw nb::python_error();
-  if (t.channel_object.is_none()) {
+  if (t.channel_object.is_none() || !nb::cast<Channel*>(t.channel_object)->is_open()) {
+    // First use, or the connection was lost: a new call gets a new connection (calls that were in
+    // flight on the old one have already ended with ConnectionClosedError).
     t.channel_object = nb::steal(PyObject_CallMethodNoArgs(proxy, n.connect));
     if (!t.channel_object) throw nb::python_error();
   }
