@@ -82,9 +82,15 @@ Result<Uri> parse_uri(std::string_view text) {
     return true;
   };
   bool unix_socket = false;
+  bool tls = false;
   if (starts("tether://")) {
+  } else if (starts("tethers://")) {
+    tls = true;
   } else if (starts("tetherns://")) {
     uri.via_name_server = true;
+  } else if (starts("tethernss://")) {
+    uri.via_name_server = true;
+    tls = true;
   } else if (starts("tether+unix://")) {
     unix_socket = true;
   } else {
@@ -104,13 +110,14 @@ Result<Uri> parse_uri(std::string_view text) {
   auto endpoint = parse_host_port(location);
   if (!endpoint) return endpoint.error();
   uri.endpoint = std::move(*endpoint);
+  uri.endpoint.tls = tls;
   return uri;
 }
 
 std::string format_uri(const Endpoint& endpoint, std::string_view object) {
   if (endpoint.kind == Endpoint::Kind::unix_socket)
     return "tether+unix://" + percent_encode(endpoint.path) + "/" + std::string(object);
-  return "tether://" + endpoint.to_string() + "/" + std::string(object);
+  return (endpoint.tls ? "tethers://" : "tether://") + endpoint.to_string() + "/" + std::string(object);
 }
 
 }  // namespace tether::net

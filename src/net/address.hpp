@@ -14,6 +14,7 @@ struct Endpoint {
   std::string host;  // tcp: a name or an address (IPv6 without brackets)
   std::uint16_t port = 0;
   std::string path;  // unix_socket
+  bool tls = false;  // tcp: the server speaks TLS (tethers:// URIs)
   std::string to_string() const;  // "host:port", "[::1]:port" or the socket path
 };
 
@@ -26,7 +27,8 @@ struct Uri {
   bool via_name_server = false;  // tetherns://: `endpoint` is the name server, `object` the name
 };
 
-// tether://HOST:PORT/NAME, tether+unix://<percent-encoded path>/NAME, tetherns://HOST:PORT/NAME.
+// tether://HOST:PORT/NAME, tether+unix://<percent-encoded path>/NAME, tetherns://HOST:PORT/NAME;
+// tethers:// and tethernss:// are the same over TLS.
 Result<Uri> parse_uri(std::string_view text);
 std::string format_uri(const Endpoint& endpoint, std::string_view object);
 

@@ -34,6 +34,9 @@ class Transport {
   virtual bool wait_ready(bool for_write, std::chrono::milliseconds timeout) = 0;
   virtual void shutdown() = 0;
   virtual std::string describe() const = 0;
+  // TLS: the peer certificate's subject ("CN=alice,O=tether") once verified; empty otherwise.
+  virtual std::string peer_certificate_subject() const { return {}; }
+  virtual bool encrypted() const { return false; }
   virtual asio::any_io_executor executor() = 0;
 };
 

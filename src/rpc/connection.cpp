@@ -168,6 +168,7 @@ void Connection::resume_reading() {
 
 void Connection::handle_handshake_frame(wire::Frame&& frame) {
   if (established_.load(std::memory_order_acquire) || closed_.load()) return;
+  handshake_->set_peer_certificate(transport_->peer_certificate_subject());  // TLS is up once frames arrive
   auto step = handshake_->on_frame(frame);
   for (auto& out : step.send) send(std::move(out));
   if (step.failure) {

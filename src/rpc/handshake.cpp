@@ -57,7 +57,12 @@ Handshake::Step Handshake::start() {
   std::vector<std::byte> body;
   wire::ByteSink sink{&body};
   wire::Packer packer(sink);
-  packer.pack_map(5);
+  bool named = !auth_.secret.empty() && !auth_.identity.empty();
+  packer.pack_map(named ? 6 : 5);
+  if (named) {
+    wire::pack_str(packer, "identity");
+    wire::pack_str(packer, auth_.identity);
+  }
   wire::pack_str(packer, "versions");
   packer.pack_array(1);
   packer.pack_uint8(wire::kVersion);
@@ -109,7 +114,12 @@ Handshake::Step Handshake::server_on_frame(const wire::Frame& frame) {
     client_offered_pickle_ = list_contains(map, "encodings", "pickle");
     negotiated_.peer_max_body = uint_field(map, "max_frame", wire::kDefaultMaxBody);
     negotiated_.peer_heartbeat = std::chrono::milliseconds(uint_field(map, "heartbeat_ms", 0));
-    if (auth_.secret.empty()) return server_welcome();
+    if (auth_.secret.empty() && auth_.identities.empty()) return server_welcome();
+    const auto* identity = wire::map_get(map, "identity");
+    if (identity && identity->type == msgpack::type::STR)
+      negotiated_.identity.assign(identity->via.str.ptr, identity->via.str.size);
+    if (negotiated_.identity.empty()) negotiated_.identity = kDefaultIdentity;
+    expected_secret_ = secret_for(negotiated_.identity);
     std::vector<std::byte> body;
     wire::ByteSink sink{&body};
     wire::Packer packer(sink);
@@ -122,18 +132,35 @@ Handshake::Step Handshake::server_on_frame(const wire::Frame& frame) {
     return step;
   }
   auto proof = bin_field(map, "proof");
-  auto expected = make_proof(auth_.secret, kClientLabel, peer_nonce_, local_nonce_);
+  auto expected = make_proof(expected_secret_, kClientLabel, peer_nonce_, local_nonce_);
   if (!proofs_equal(proof, expected)) return fail_with_error_frame(ErrorKind::denied, "authentication failed");
   negotiated_.authenticated = true;
+  proved_secret_ = true;
   return server_welcome();
 }
 
+std::string Handshake::secret_for(std::string_view identity) const {
+  if (auto it = auth_.identities.find(std::string(identity)); it != auth_.identities.end()) return it->second;
+  if (identity == kDefaultIdentity && !auth_.secret.empty()) return auth_.secret;
+  // An unknown name fails at AUTH like a wrong secret, so names cannot be probed one by one.
+  auto noise = random_nonce();
+  return std::string(reinterpret_cast<const char*>(noise.data()), noise.size());
+}
+
+bool Handshake::trusted_with_pickle() const {
+  if (auth_.pickle_from.empty()) return true;
+  for (const auto& name : negotiated_.names())
+    if (auth_.pickle_from.count(name)) return true;
+  return false;
+}
+
 Handshake::Step Handshake::server_welcome() {
-  negotiated_.pickle_allowed = auth_.allow_pickle && negotiated_.authenticated && client_offered_pickle_;
+  if (!negotiated_.certificate_subject.empty()) negotiated_.authenticated = true;
+  negotiated_.pickle_allowed = auth_.allow_pickle && negotiated_.authenticated && client_offered_pickle_ && trusted_with_pickle();
   std::vector<std::byte> body;
   wire::ByteSink sink{&body};
   wire::Packer packer(sink);
-  packer.pack_map(negotiated_.authenticated ? 6 : 5);
+  packer.pack_map(proved_secret_ ? 6 : 5);
   wire::pack_str(packer, "version");
   packer.pack_uint8(wire::kVersion);
   wire::pack_str(packer, "encodings");
@@ -144,11 +171,11 @@ Handshake::Step Handshake::server_welcome() {
   packer.pack_uint64(limits_.max_body);
   wire::pack_str(packer, "heartbeat_ms");
   packer.pack_uint64(static_cast<std::uint64_t>(heartbeat_.count()));
-  wire::pack_str(packer, "authenticated");
-  packer.pack(negotiated_.authenticated);
-  if (negotiated_.authenticated) {
+  wire::pack_str(packer, "authenticated");  // on the wire: the client proved a secret
+  packer.pack(proved_secret_);
+  if (proved_secret_) {
     wire::pack_str(packer, "proof");
-    pack_bin(packer, make_proof(auth_.secret, kServerLabel, local_nonce_, peer_nonce_));
+    pack_bin(packer, make_proof(expected_secret_, kServerLabel, local_nonce_, peer_nonce_));
   }
   Step step;
   step.send.push_back(msgpack_frame(MessageType::welcome, std::move(body)));
@@ -189,12 +216,14 @@ Handshake::Step Handshake::client_on_frame(const wire::Frame& frame) {
   }
   if (type != MessageType::welcome) return fail_with_error_frame(ErrorKind::bad_request, "unexpected frame during the handshake");
   const auto* authenticated = wire::map_get(map, "authenticated");
-  negotiated_.authenticated = authenticated && authenticated->type == msgpack::type::BOOLEAN && authenticated->via.boolean;
-  if (negotiated_.authenticated) {
+  bool proved = authenticated && authenticated->type == msgpack::type::BOOLEAN && authenticated->via.boolean;
+  // The server is authenticated by its proof of the secret, or by its verified TLS certificate.
+  negotiated_.authenticated = proved || !negotiated_.certificate_subject.empty();
+  if (proved) {
     auto expected = make_proof(auth_.secret, kServerLabel, peer_nonce_, local_nonce_);
     if (!proofs_equal(bin_field(map, "proof"), expected))
       return fail_with_error_frame(ErrorKind::denied, "the server could not prove it knows the secret");
-  } else if (!auth_.secret.empty()) {
+  } else if (!auth_.secret.empty()) {  // the server did not prove the secret back
     state_ = State::failed;
     return Step{{}, Error{ErrorKind::denied, "a secret was given but the server did not authenticate"}, false};
   }
@@ -206,6 +235,33 @@ Handshake::Step Handshake::client_on_frame(const wire::Frame& frame) {
   Step step;
   step.done = true;
   return step;
+}
+
+std::vector<std::string> Negotiated::names() const {
+  std::vector<std::string> names;
+  if (!identity.empty()) names.push_back(identity);
+  if (auto name = common_name(certificate_subject); !name.empty()) names.push_back(std::move(name));
+  return names;
+}
+
+std::string common_name(std::string_view subject) {
+  // RFC 2253: comma-separated, most specific first; a comma inside a value is escaped with '\'.
+  std::size_t start = 0;
+  while (start < subject.size()) {
+    std::size_t end = start;
+    while (end < subject.size() && subject[end] != ',') end += subject[end] == '\\' ? 2 : 1;
+    auto part = subject.substr(start, std::min(end, subject.size()) - start);
+    if (part.substr(0, 3) == "CN=") {
+      std::string name;
+      for (std::size_t i = 3; i < part.size(); ++i) {
+        if (part[i] == '\\' && i + 1 < part.size()) ++i;
+        name.push_back(part[i]);
+      }
+      return name;
+    }
+    start = end + 1;
+  }
+  return {};
 }
 
 }  // namespace tether::rpc

@@ -4,6 +4,7 @@
 #include <array>
 #include <filesystem>
 
+#include "net/tls.hpp"
 #include "wire/msgpack_util.hpp"
 
 namespace tether::rpc {
@@ -17,6 +18,8 @@ Listener::~Listener() { close(); }
 Result<std::unique_ptr<Listener>> Listener::listen(Runtime& runtime, const net::Endpoint& endpoint, AuthConfig auth,
                                                    ConnectionOptions options, std::shared_ptr<RequestHandler> handler,
                                                    ListenerLimits limits) {
+  if (auth.tls && !auth.tls->can_serve())
+    return Error{ErrorKind::bad_request, "a TLS server needs a certificate and its key"};
   std::unique_ptr<Listener> listener(new Listener(runtime, std::move(auth), options, std::move(handler), limits));
   std::error_code ec;
   if (endpoint.kind == net::Endpoint::Kind::unix_socket) {
@@ -47,9 +50,14 @@ Result<std::unique_ptr<Listener>> Listener::listen(Runtime& runtime, const net::
   listener->endpoint_ = endpoint;
   listener->endpoint_.host = where.address().to_string();
   listener->endpoint_.port = acceptor->local_endpoint().port();
+  listener->endpoint_.tls = listener->auth_.tls != nullptr;
   listener->tcp_acceptor_ = std::move(acceptor);
   asio::co_spawn(runtime.executor(),
-                 listener->accept_loop(*listener->tcp_acceptor_, [](auto socket) { return net::make_tcp_transport(std::move(socket)); }),
+                 listener->accept_loop(*listener->tcp_acceptor_,
+                                       [tls = listener->auth_.tls](auto socket) -> std::unique_ptr<net::Transport> {
+                                         if (tls) return net::make_tls_server_transport(std::move(socket), tls);
+                                         return net::make_tcp_transport(std::move(socket));
+                                       }),
                  asio::detached);
   return listener;
 }
@@ -165,7 +173,15 @@ Result<std::shared_ptr<Connection>> connect(Runtime& runtime, const net::Endpoin
     }
     ec = connected.get();
     if (ec) return Error{ErrorKind::disconnected, "cannot connect to " + endpoint.to_string() + ": " + ec.message()};
-    transport = net::make_tcp_transport(std::move(socket));
+    if (endpoint.tls && !auth.tls) {
+      auto tls = net::TlsContext::from_environment();
+      if (!tls) return tls.error();
+      auth.tls = *tls;
+    }
+    if (auth.tls)
+      transport = net::make_tls_client_transport(std::move(socket), auth.tls, endpoint.host);
+    else
+      transport = net::make_tcp_transport(std::move(socket));
   }
   auto connection = Connection::create(std::move(transport), Connection::Role::client, std::move(auth), options,
                                        std::move(handler), runtime.weak_from_this().lock());
