@@ -13,10 +13,11 @@ from .errors import (ActorDiedError, AuthenticationError, CallTimeoutError, Comm
                      ProtocolError, RemoteError, ResourceUnavailableError, TaskCancelledError, TaskError, TetherError,
                      WorkerCrashedError, WorkerError)
 from .executor import Executor, call, map
-from .expose import expose, oneway
+from .expose import allow, expose, oneway
 from .future import Future
 from .naming import NameServer, locate_ns
 from .proxy import Proxy
+from .security import CallContext, TLSConfig, current_context, make_certificates
 from .server import Server
 from .groups import Group, Message, View
 from .topics import announce, publish, retained, subscribe
@@ -33,5 +34,5 @@ __all__ = [
     "AuthenticationError", "CallTimeoutError", "CommunicationError", "ConnectionClosedError", "Future",
     "NameServer", "NoSuchObjectError", "ProtocolError", "Proxy", "RemoteError", "Server", "TetherError", "expose", "locate_ns",
     "oneway", "register_type", "ANY", "TupleSpace", "announce", "publish", "retained", "subscribe",
-    "Group", "Message", "View",
+    "Group", "Message", "View", "allow", "CallContext", "TLSConfig", "current_context", "make_certificates",
 ]

@@ -5,6 +5,7 @@ import inspect
 
 _EXPOSED = "_tether_exposed"
 _ONEWAY = "_tether_oneway"
+_ALLOW = "_tether_allow"
 
 
 def expose(target):
@@ -17,6 +18,36 @@ def oneway(method):
     """Marks a method whose caller does not wait for it (no reply is sent)."""
     setattr(method, _ONEWAY, True)
     return method
+
+
+def allow(*identities: str):
+    """Restricts a method (or, on a class, every method) to callers with one of these identities:
+    the names of secrets they proved or the common names of their verified TLS certificates
+    (see tether.current_context). Anyone else gets tether.AuthenticationError ("denied")."""
+    if not identities or not all(isinstance(name, str) and name for name in identities):
+        raise ValueError("tether.allow needs one or more identity names")
+
+    def mark(target):
+        setattr(target, _ALLOW, frozenset(identities))
+        return target
+
+    return mark
+
+
+def access_of(cls: type, methods: frozenset, allow=None) -> dict | None:
+    """{method or "*": frozenset of identities} from @allow marks and register(..., allow=...);
+    None when nothing is restricted. A method's own mark wins over its class's."""
+    access = {}
+    whole = allow if allow is not None else cls.__dict__.get(_ALLOW)
+    if whole is not None:
+        access["*"] = frozenset(whole)
+    for name in methods:
+        member = inspect.getattr_static(cls, name)
+        function = member.__func__ if isinstance(member, (staticmethod, classmethod)) else member
+        marked = getattr(function, _ALLOW, None)
+        if marked is not None:
+            access[name] = marked
+    return access or None
 
 
 def describe(cls: type) -> tuple[frozenset, frozenset, frozenset]:

@@ -7,9 +7,12 @@ from ._private.runtime import client_runtime, secret_bytes
 from .errors import AuthenticationError, CommunicationError, TetherError
 from .expose import expose
 from .proxy import Proxy
+from .security import TLSConfig
 from .server import Server
 
 NS_OBJECT = "tether.ns"
+# Liveness only: whoever completes a TLS handshake is up, whatever its certificate says.
+_PROBE_TLS = TLSConfig(verify=False)
 
 
 @expose
@@ -21,7 +24,7 @@ class _Registry:
     def register(self, name, uri, metadata=None):
         if not isinstance(name, str) or not name:
             raise ValueError("a name must be a non-empty string")
-        if not isinstance(uri, str) or not uri.startswith(("tether://", "tether+unix://")):
+        if not isinstance(uri, str) or not uri.startswith(("tether://", "tethers://", "tether+unix://")):
             raise ValueError(f"not a tether URI: {uri!r}")
         tags = frozenset(metadata or ())
         if not all(isinstance(t, str) for t in tags):
@@ -72,9 +75,9 @@ class NameServer:
     spaces, topics and groups (as `tether ns` does)."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, secret=None, sweep_interval: float = 10.0,
-                 coordination: bool = False):
+                 coordination: bool = False, tls=None, identities=None):
         self._registry = _Registry()
-        self._server = Server(host, port, secret=secret, coordination=coordination)
+        self._server = Server(host, port, secret=secret, coordination=coordination, tls=tls, identities=identities)
         self._server.register(self._registry, NS_OBJECT)
         self._stop = threading.Event()
         self._interval = sweep_interval
@@ -110,9 +113,10 @@ class NameServer:
 
 
 def _server_alive(uri: str) -> bool:
-    """A server is alive when it accepts a connection; one that asks for a secret is alive too."""
+    """A server is alive when it accepts a connection; one that asks for a secret (or for a
+    certificate this process cannot show) is alive too."""
     try:
-        channel = client_runtime().connect(uri, timeout=3.0)
+        channel = client_runtime().connect(uri, timeout=3.0, tls=_PROBE_TLS._context() if uri.startswith("tethers://") else None)
     except AuthenticationError:
         return True
     except (CommunicationError, TetherError):
@@ -121,10 +125,11 @@ def _server_alive(uri: str) -> bool:
     return True
 
 
-def locate_ns(address: str, *, secret=None, timeout: float | None = 10.0) -> Proxy:
-    """A proxy for the name server at 'host:port'."""
+def locate_ns(address: str, *, secret=None, timeout: float | None = 10.0, identity: str | None = None,
+              tls=None) -> Proxy:
+    """A proxy for the name server at 'host:port' (over TLS with `tls`, see tether.Proxy)."""
     if "://" in address:
         raise ValueError("locate_ns wants 'host:port', not a URI")
     from . import _core
 
-    return Proxy(_core.format_uri(address, NS_OBJECT), timeout=timeout, secret=secret)
+    return Proxy(_core.format_uri(address, NS_OBJECT), timeout=timeout, secret=secret, identity=identity, tls=tls)

@@ -1,11 +1,13 @@
 """Proxy: calls a remote object as if it were local; sync, future/await, oneway and streams."""
 from __future__ import annotations
 
+import os
 import threading
 
 from . import _core
 from ._private.runtime import client_runtime, secret_bytes
 from .errors import NoSuchObjectError
+from .security import tls_context
 
 _ENCODINGS = {"msgpack": 1, "pickle": 2}
 
@@ -18,17 +20,20 @@ _RemoteMethod = _core.RemoteMethod
 class Proxy:
     """A proxy for the object at `uri` ('tether://host:port/name' or 'tetherns://ns-host:port/name').
 
-    One connection per proxy, opened on first use; any number of threads may share it. `timeout`
-    (seconds, None for no limit) bounds every call."""
+    One connection per proxy, opened on first use and opened again for the next call when it was
+    lost; any number of threads may share it. `timeout` (seconds, None for no limit) bounds every
+    call. `secret` (or TETHER_SECRET) authenticates, under `identity` (or TETHER_IDENTITY) when the
+    server knows several; `tls` (a tether.TLSConfig, or True for TETHER_TLS_* / system roots) makes
+    the connection TLS, as does a tethers:// URI."""
 
     def __init__(self, uri: str, timeout: float | None = None, secret=None, encoding: str = "msgpack",
-                 connect_timeout: float = 10.0):
+                 connect_timeout: float = 10.0, identity: str | None = None, tls=None):
         if encoding not in _ENCODINGS:
             raise ValueError(f"unknown encoding {encoding!r}; use 'msgpack' or 'pickle'")
         kind, _host, _port, _path, name, via_ns, address = _core.parse_uri(uri)
         if via_ns:
             from .naming import locate_ns
-            with locate_ns(address, secret=secret) as ns:
+            with locate_ns(address, secret=secret, identity=identity, tls=tls) as ns:
                 uri = ns.lookup(name)
             kind, _host, _port, _path, name, via_ns, address = _core.parse_uri(uri)
         self._uri = uri
@@ -36,6 +41,8 @@ class Proxy:
         self._timeout = None
         self.timeout = timeout
         self._secret = secret_bytes(secret)
+        self._identity = identity if identity is not None else os.environ.get("TETHER_IDENTITY", "")
+        self._tls = tls_context(tls)
         self._encoding = _ENCODINGS[encoding]
         self._connect_timeout = connect_timeout
         self._channel = None
@@ -60,7 +67,8 @@ class Proxy:
                 self._channel = None
             if self._channel is None:
                 channel = client_runtime().connect(self._uri, secret=self._secret,
-                                                   want_pickle=self._encoding == 2, timeout=self._connect_timeout)
+                                                   want_pickle=self._encoding == 2, timeout=self._connect_timeout,
+                                                   identity=self._identity, tls=self._tls)
                 try:
                     methods, oneway, streams = channel.call("$meta", "describe", (self._object,), None,
                                                             self.timeout or float(self._connect_timeout), 1)

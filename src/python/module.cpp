@@ -1,12 +1,19 @@
 // tether._core: the nanobind bindings. Conversion, GIL release and error mapping only; the logic
 // lives in the core (src/rpc, src/net, src/wire) and in the Python-facing pieces beside this file.
 #include <nanobind/nanobind.h>
+#include <nanobind/stl/map.h>
 #include <nanobind/stl/optional.h>
+#include <nanobind/stl/pair.h>
+#include <nanobind/stl/set.h>
+#include <nanobind/stl/shared_ptr.h>
 #include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
 #include <nanobind/stl/tuple.h>
 #include <nanobind/stl/unique_ptr.h>
 
 #include "net/address.hpp"
+#include "net/certs.hpp"
+#include "net/tls.hpp"
 #include "python/coordination.hpp"
 #include "python/pychannel.hpp"
 #include "python/pycodec.hpp"
@@ -92,7 +99,8 @@ class ClientRuntime {
     dispatcher_->stop();
   }
   Channel connect(const std::string& uri_or_address, std::optional<nb::bytes> secret, bool want_pickle,
-                  double timeout, double heartbeat, double idle_timeout, std::uint64_t max_frame) {
+                  double timeout, double heartbeat, double idle_timeout, std::uint64_t max_frame,
+                  const std::string& identity, std::shared_ptr<net::TlsContext> tls) {
     auto endpoint = net::parse_host_port(uri_or_address);
     if (!endpoint) {
       auto uri = net::parse_uri(uri_or_address);
@@ -100,6 +108,8 @@ class ClientRuntime {
       endpoint = uri->endpoint;
     }
     rpc::AuthConfig auth{secret_text(secret), false, want_pickle};
+    auth.identity = identity;
+    auth.tls = std::move(tls);
     Result<std::shared_ptr<rpc::Connection>> connection = Error{};
     {
       nb::gil_scoped_release release;
@@ -122,11 +132,15 @@ class Server {
   Server(nb::dict published, const std::string& host, int port, std::optional<std::string> unix_path,
          std::optional<nb::bytes> secret, bool allow_pickle, std::size_t threads, double heartbeat,
          double idle_timeout, std::uint64_t max_frame, bool coordination, std::size_t max_connections,
-         std::size_t max_handshaking)
+         std::size_t max_handshaking, std::map<std::string, nb::bytes> identities, std::set<std::string> pickle_from,
+         std::shared_ptr<net::TlsContext> tls)
       : runtime_(std::make_shared<rpc::Runtime>(threads + 1, python_thread_hooks())),
         dispatcher_(std::make_shared<Dispatcher>(published.ptr(), runtime_->executor(), threads)) {
     std::shared_ptr<rpc::RequestHandler> handler = dispatcher_;
     rpc::AuthConfig auth{secret_text(secret), allow_pickle, false};
+    for (auto& [name, key] : identities) auth.identities[name] = std::string(key.c_str(), key.size());
+    auth.pickle_from = std::move(pickle_from);
+    auth.tls = std::move(tls);
     Result<std::unique_ptr<rpc::Listener>> listener = Error{};
     {
       nb::gil_scoped_release release;
@@ -214,15 +228,18 @@ NB_MODULE(_core, m) {
   nb::class_<ClientRuntime>(m, "ClientRuntime")
       .def(nb::init<std::size_t, bool>(), "callback_threads"_a, "serving"_a = false)
       .def("connect", &ClientRuntime::connect, "address"_a, "secret"_a = nb::none(), "want_pickle"_a = false,
-           "timeout"_a = 10.0, "heartbeat"_a = 5.0, "idle_timeout"_a = 30.0, "max_frame"_a = 1ull << 30);
+           "timeout"_a = 10.0, "heartbeat"_a = 5.0, "idle_timeout"_a = 30.0, "max_frame"_a = 1ull << 30,
+           "identity"_a = "", "tls"_a.none() = nb::none());
 
   nb::class_<Server>(m, "Server")
       .def(nb::init<nb::dict, const std::string&, int, std::optional<std::string>, std::optional<nb::bytes>, bool,
-                    std::size_t, double, double, std::uint64_t, bool, std::size_t, std::size_t>(),
+                    std::size_t, double, double, std::uint64_t, bool, std::size_t, std::size_t,
+                    std::map<std::string, nb::bytes>, std::set<std::string>, std::shared_ptr<tether::net::TlsContext>>(),
            "published"_a, "host"_a, "port"_a, "unix_path"_a = nb::none(), "secret"_a = nb::none(),
            "allow_pickle"_a = false, "threads"_a = 8, "heartbeat"_a = 5.0, "idle_timeout"_a = 30.0,
            "max_frame"_a = 1ull << 30, "coordination"_a = false, "max_connections"_a = 4096,
-           "max_handshaking"_a = 256)
+           "max_handshaking"_a = 256, "identities"_a = std::map<std::string, nb::bytes>{},
+           "pickle_from"_a = std::set<std::string>{}, "tls"_a.none() = nb::none())
       .def_prop_ro("address", &Server::address)
       .def("uri", &Server::uri)
       .def("connection_count", &Server::connection_count)
@@ -241,7 +258,30 @@ NB_MODULE(_core, m) {
       .def_prop_ro("pickle_allowed", &Channel::pickle_allowed)
       .def_prop_ro("authenticated", &Channel::authenticated)
       .def_prop_ro("peer", &Channel::peer)
+      .def_prop_ro("peer_certificate", [](const Channel& c) { return c.connection()->negotiated().certificate_subject; })
       .def_prop_ro("pending_calls", [](const Channel& c) { return c.connection()->pending_calls(); });
+
+  nb::class_<tether::net::TlsContext>(m, "TlsContext")
+      .def_static("create", [](const std::string& cert, const std::string& key, const std::string& ca, bool mutual,
+                               bool verify_server, bool check_host_name) {
+        auto context = tether::net::TlsContext::create({cert, key, ca, mutual, verify_server, check_host_name});
+        if (!context) throw_error(context.error());
+        return *context;
+      }, "cert"_a, "key"_a, "ca"_a, "mutual"_a, "verify_server"_a, "check_host_name"_a)
+      .def_prop_ro("can_serve", &tether::net::TlsContext::can_serve);
+
+  m.def("write_certificates", [](const std::string& directory, const std::vector<std::pair<std::string, std::vector<std::string>>>& requests, int days) {
+    std::vector<tether::net::CertificateRequest> wanted;
+    for (const auto& [name, hosts] : requests) wanted.push_back({name, hosts});
+    tether::Status status = tether::ok_status();
+    {
+      nb::gil_scoped_release release;
+      status = tether::net::write_certificates(directory, wanted, days);
+    }
+    if (!status) throw_error(status.error());
+  }, "directory"_a, "requests"_a, "days"_a = 365);
+
+  m.def("set_call_context", [](nb::object variable) { set_hook(hooks().call_context, variable); });
 
   add_remote_method_type(m);
 

@@ -38,6 +38,7 @@ struct Hooks {
   PyObject* pickle_loads = nullptr;   // callable(bytes, [buffers]) -> obj
   PyObject* format_exception = nullptr;  // callable(exc) -> (type name, args, traceback str)
   PyObject* run_async = nullptr;         // callable(coroutine, responder): runs it on the server's loop
+  PyObject* call_context = nullptr;      // contextvars.ContextVar set to the caller's peer tuple during a call
 };
 Hooks& hooks();
 

@@ -104,6 +104,66 @@ void stream_items(rpc::Connection& connection, std::uint64_t id, PyObject* itera
   send_value(connection, id, wire::MessageType::reply, Py_None, encoding, channel);
 }
 
+// The caller as Python sees it (tether.current_context()); built once per connection.
+PyObject* peer_of(rpc::Connection& connection, ConnectionState& state) {
+  if (state.peer) return state.peer;
+  const auto& negotiated = connection.negotiated();
+  PyRef names(PyFrozenSet_New(nullptr));
+  for (const auto& name : negotiated.names()) {
+    PyRef text(PyUnicode_DecodeUTF8(name.data(), static_cast<Py_ssize_t>(name.size()), "replace"));
+    if (!text.p || PySet_Add(names.p, text.p) != 0) return nullptr;
+  }
+  state.peer = Py_BuildValue("(Os#s#O)", names.p, negotiated.certificate_subject.data(),
+                             static_cast<Py_ssize_t>(negotiated.certificate_subject.size()), connection.describe().data(),
+                             static_cast<Py_ssize_t>(connection.describe().size()),
+                             negotiated.authenticated ? Py_True : Py_False);
+  return state.peer;
+}
+
+// Whether the object's allow-list (entry[5]) lets the caller run `method`: its own set, else "*".
+bool access_allowed(PyObject* entry, const std::string& method, PyObject* peer) {
+  if (PyTuple_GET_SIZE(entry) < 6 || PyTuple_GET_ITEM(entry, 5) == Py_None) return true;
+  PyObject* access = PyTuple_GET_ITEM(entry, 5);
+  PyObject* allowed = PyDict_GetItemString(access, method.c_str());
+  if (!allowed) allowed = PyDict_GetItemString(access, "*");
+  if (!allowed) return true;
+  PyObject* names = PyTuple_GET_ITEM(peer, 0);
+  PyObject* iterator = PyObject_GetIter(names);
+  bool found = false;
+  while (PyObject* name = iterator ? PyIter_Next(iterator) : nullptr) {
+    found = found || PySet_Contains(allowed, name) == 1;
+    Py_DECREF(name);
+  }
+  Py_XDECREF(iterator);
+  PyErr_Clear();
+  return found;
+}
+
+// Sets tether.current_context()'s variable for the length of one call (async methods copy it).
+class CallContext {
+ public:
+  explicit CallContext(PyObject* peer) {
+    if (hooks().call_context && peer) token_ = PyContextVar_Set(hooks().call_context, peer);
+  }
+  ~CallContext() {
+    if (!token_) return;
+    if (PyContextVar_Reset(hooks().call_context, token_) != 0) PyErr_Clear();
+    Py_DECREF(token_);
+  }
+
+ private:
+  PyObject* token_ = nullptr;
+};
+
+std::string describe_caller(PyObject* peer) {
+  PyObject* names = PyTuple_GET_ITEM(peer, 0);
+  if (PySet_GET_SIZE(names) == 0) return "an anonymous caller";
+  PyRef joined(PyUnicode_Join(PyRef(PyUnicode_FromString(", ")).p, names));
+  const char* text = joined.p ? PyUnicode_AsUTF8(joined.p) : nullptr;
+  PyErr_Clear();
+  return text ? std::string("caller ") + text : "the caller";
+}
+
 }  // namespace
 
 void send_current_exception(rpc::Connection& connection, std::uint64_t id, ErrorKind kind) {
@@ -121,6 +181,7 @@ ConnectionState::~ConnectionState() {
 }
 
 void ConnectionState::clear() {
+  Py_CLEAR(peer);
   Py_CLEAR(exports);
   Py_CLEAR(sessions);
   Py_CLEAR(channel);
@@ -289,8 +350,13 @@ void Dispatcher::dispatch(const std::shared_ptr<rpc::Connection>& connection, wi
     int exposed = PySet_Contains(PyTuple_GET_ITEM(entry, 2), method_name);
     Py_DECREF(method_name);
     if (exposed != 1) return reject(ErrorKind::unimplemented, "object '" + object_name + "' has no exposed method '" + method + "'");
+    PyObject* peer = peer_of(*connection, *state);
+    if (!peer) return reject(ErrorKind::failed, "cannot describe the caller");
+    if (!access_allowed(entry, method, peer))
+      return reject(ErrorKind::denied, describe_caller(peer) + " may not call '" + object_name + "." + method + "'");
     target = PyTuple_GET_ITEM(entry, 0);
   }
+  CallContext call_context(peer_of(*connection, *state));
 
   PyObject* request = decode_body(frame, channel, connection->negotiated().pickle_allowed);
   if (!request || !PyList_Check(request) || PyList_GET_SIZE(request) != 2 || !PyList_Check(PyList_GET_ITEM(request, 0))) {

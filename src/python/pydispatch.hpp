@@ -34,6 +34,8 @@ struct ConnectionState : rpc::Connection::Attachment {
   PyObject* sessions = nullptr;  // dict: object name -> instance (mode "session")
   PyObject* channel = nullptr;   // the Channel wrapping this connection, created on first need
   PyObject* async_calls = nullptr;  // dict: request id -> future of a running async method
+  // (names frozenset, certificate subject, address, authenticated): who is calling, built on first call.
+  PyObject* peer = nullptr;
   // Streams: what the peer cancelled, and the credit each running stream has left.
   std::mutex stream_mutex;
   std::condition_variable stream_changed;
@@ -51,7 +53,8 @@ struct ConnectionState : rpc::Connection::Attachment {
 
 class Dispatcher final : public rpc::QueuingRequestHandler {
  public:
-  // `published` is a dict name -> (target, mode, methods, oneway, streams), owned by the Python Server.
+  // `published` is a dict name -> (target, mode, methods, oneway, streams[, access]), owned by the
+  // Python Server; `access` is None or a dict method name (or "*" for all) -> frozenset of identities.
   // Requests run on `executor`'s threads, at most `limit` at once (see rpc::DispatchQueue).
   Dispatcher(PyObject* published, asio::any_io_executor executor, std::size_t limit, bool run_on_reader = true);
   ~Dispatcher() override;

@@ -1,6 +1,8 @@
 // Connection: the read chain, the write queue, pending calls, heartbeats and deadlines.
 #include "rpc/connection.hpp"
 
+#include <asio/ssl/error.hpp>
+
 #include "wire/msgpack_util.hpp"
 
 namespace tether::rpc {
@@ -77,7 +79,7 @@ void Connection::on_read(std::error_code ec, std::size_t count) {
   if (ec) {
     std::string why = close_reason_.empty() ? "connection closed by the peer" : "peer closed: " + close_reason_;
     if (ec != asio::error::eof) why = "connection lost: " + ec.message();
-    fail(Error{ErrorKind::disconnected, why});
+    fail(transport_error(ec, why));
     return;
   }
   last_received_.store(now_ticks(), std::memory_order_relaxed);
@@ -442,7 +444,15 @@ void Connection::on_write_done(std::error_code ec) {
     // Frames queued while that write was in flight go out together, as one coalesced write.
     if (!ec && !write_queue_.empty()) start_async_write_locked();
   }
-  if (ec) fail(Error{ErrorKind::disconnected, "write failed: " + ec.message()});
+  if (ec) fail(transport_error(ec, "write failed: " + ec.message()));
+}
+
+// A TLS failure (a certificate that does not verify, no client certificate where one is required)
+// is an authentication failure, not a lost connection.
+Error Connection::transport_error(std::error_code ec, std::string why) const {
+  bool refused_by_tls = ec.category() == asio::error::get_ssl_category() || ec.category() == asio::ssl::error::get_stream_category();
+  if (refused_by_tls) return Error{ErrorKind::denied, "TLS with " + description_ + " failed: " + ec.message()};
+  return Error{ErrorKind::disconnected, std::move(why)};
 }
 
 // ---- closing ----

@@ -162,6 +162,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void start_async_write_locked();
   void flush();  // writes what is queued, if no write is in flight
   void on_write_done(std::error_code ec);
+  Error transport_error(std::error_code ec, std::string why) const;
   static std::vector<asio::const_buffer> gather(const std::deque<QueuedFrame>& queue);
 
   void arm_timer();

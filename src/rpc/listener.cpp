@@ -183,6 +183,7 @@ Result<std::shared_ptr<Connection>> connect(Runtime& runtime, const net::Endpoin
     else
       transport = net::make_tcp_transport(std::move(socket));
   }
+  bool uses_tls = auth.tls != nullptr;
   auto connection = Connection::create(std::move(transport), Connection::Role::client, std::move(auth), options,
                                        std::move(handler), runtime.weak_from_this().lock());
   auto outcome = std::make_shared<std::promise<Result<Negotiated>>>();
@@ -195,7 +196,10 @@ Result<std::shared_ptr<Connection>> connect(Runtime& runtime, const net::Endpoin
   auto negotiated = done.get();
   if (!negotiated) {
     connection->close("handshake failed");
-    return negotiated.error();
+    auto error = negotiated.error();
+    if (!uses_tls && error.kind == ErrorKind::disconnected && endpoint.kind == net::Endpoint::Kind::tcp)
+      error.message += " during the handshake (if the server uses TLS, connect with a tethers:// URI or a TLS configuration)";
+    return error;
   }
   return connection;
 }
