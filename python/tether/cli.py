@@ -11,11 +11,42 @@ import threading
 import time
 
 
+def _tls_from(args):
+    """The tether.TLSConfig that --tls-cert/--tls-key/--tls-ca/--tls-mutual describe, or None."""
+    from .security import TLSConfig
+
+    if not (args.tls_cert or args.tls_key or args.tls_ca):
+        return None
+    return TLSConfig(cert=args.tls_cert, key=args.tls_key, ca=args.tls_ca, mutual=args.tls_mutual)
+
+
+def _add_tls_options(parser, role: str) -> None:
+    parser.add_argument("--tls-cert", default=None, help=f"PEM certificate of this {role} (serves TLS)")
+    parser.add_argument("--tls-key", default=None, help="PEM private key of that certificate")
+    parser.add_argument("--tls-ca", default=None, help="PEM CA that signs the peers' certificates")
+    parser.add_argument("--tls-mutual", action="store_true", help="refuse clients without a certificate the CA signed")
+
+
+def _certs(args) -> int:
+    from .security import make_certificates
+
+    hosts = args.host or ["localhost", "127.0.0.1", "::1"]
+    names = args.name or ["server", "client"]
+    try:
+        make_certificates(args.directory, names=names, hosts=hosts, days=args.days)
+    except Exception as exc:
+        print(f"tether certs: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {os.path.join(args.directory, 'ca.pem')} and, for {', '.join(names)}, NAME.pem and NAME.key "
+          f"(valid for {', '.join(hosts)}, {args.days} days)")
+    return 0
+
+
 def _ns(args) -> int:
     from .naming import NameServer
 
     ns = NameServer(args.host, args.port, secret=args.secret, sweep_interval=args.sweep_interval,
-                    coordination=not args.no_coordination)
+                    coordination=not args.no_coordination, tls=_tls_from(args))
     served = "" if args.no_coordination else " (and tuple spaces, topics, groups)"
     print(f"tether name server{served} listening on {ns.address}", flush=True)
     stop = threading.Event()
@@ -35,7 +66,8 @@ def _services(args) -> int:
         print("tether services: give --secret or set TETHER_SECRET (clients authenticate with it)", file=sys.stderr)
         return 2
     # The daemon watches our end of its stdin: it stops with this process, however that ends.
-    command = [launcher.tetherd_path(), "--services-only", "--host", args.host, "--port", str(args.port), "--watch-stdin"]
+    command = [launcher.tetherd_path(), "--services-only", "--host", args.host, "--port", str(args.port), "--watch-stdin",
+               *launcher.tls_arguments(_tls_from(args))]
     daemon = subprocess.Popen(command, env=dict(os.environ, TETHER_SECRET=secret), stdout=subprocess.PIPE,
                               stdin=subprocess.PIPE)
     ready = daemon.stdout.readline().decode()
@@ -71,7 +103,7 @@ def _start(args) -> int:
             raise ValueError("--resources must be a JSON object such as '{\"gpu\": 2}'")
         port = args.port if args.port is not None else (0 if args.address else 6380)
         info = launcher.start_detached(args.host, port, args.num_cpus, resources, args.object_store_memory,
-                                       secret=secret, join=args.address)
+                                       secret=secret, join=args.address, tls=_tls_from(args))
     except (ValueError, RuntimeError) as exc:
         print(f"tether start: {exc}", file=sys.stderr)
         return 1
@@ -104,7 +136,8 @@ def _connect(args):
     secret = os.environ.get("TETHER_SECRET") or (record or {}).get("secret")
     if not address or not secret:
         raise ConnectionError("no cluster is recorded on this machine; give --address and set TETHER_SECRET")
-    client = ClusterClient(f"tether://{address}/node", secret.encode())
+    tls = launcher.tls_config(record["tls"]) if (record or {}).get("tls") and not args.address else None
+    client = ClusterClient(f"tether://{address}/node", secret.encode(), tls=tls)
     client.hello()
     return client, record
 
@@ -193,12 +226,22 @@ def main(argv=None) -> int:
     ns.add_argument("--secret", default=None, help="shared secret (default: $TETHER_SECRET)")
     ns.add_argument("--sweep-interval", type=float, default=10.0, help="seconds between liveness checks")
     ns.add_argument("--no-coordination", action="store_true", help="serve names only, not tuple spaces, topics and groups")
+    _add_tls_options(ns, "name server")
     ns.set_defaults(run=_ns)
+
+    certs = commands.add_parser("certs", help="create a private CA and certificates for a test cluster")
+    certs.add_argument("directory", help="where ca.pem, ca.key and NAME.pem / NAME.key go (an existing CA is reused)")
+    certs.add_argument("--name", action="append", help="a certificate to make (repeatable; default: server, client)")
+    certs.add_argument("--host", action="append", help="a DNS name or IP the certificates are valid for "
+                                                          "(repeatable; default: localhost, 127.0.0.1, ::1)")
+    certs.add_argument("--days", type=int, default=365)
+    certs.set_defaults(run=_certs)
 
     services = commands.add_parser("services", help="serve the name server, tuple spaces, topics and groups, without a cluster")
     services.add_argument("--host", default="127.0.0.1")
     services.add_argument("--port", type=int, default=9091)
     services.add_argument("--secret", default=None, help="shared secret (default: $TETHER_SECRET)")
+    _add_tls_options(services, "server")
     services.set_defaults(run=_services)
 
     start = commands.add_parser("start", help="start a cluster node daemon (tetherd) in the background")
@@ -209,6 +252,7 @@ def main(argv=None) -> int:
     start.add_argument("--num-cpus", type=int, default=None)
     start.add_argument("--resources", default=None, help='custom resources as JSON, e.g. \'{"gpu": 1}\'')
     start.add_argument("--object-store-memory", type=int, default=None, help="bytes of shared memory for objects")
+    _add_tls_options(start, "node")
     start.set_defaults(run=_start)
 
     for name, run, text in (("status", _status, "show the cluster's nodes, resources, workers, objects, actors"),

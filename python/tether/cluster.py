@@ -75,15 +75,18 @@ def _ref_from_id(object_id: bytes) -> ObjectRef:
 
 def init(address: str | None = None, *, num_cpus: int | None = None, resources: dict | None = None,
          secret: str | bytes | None = None, object_store_memory: int | None = None,
-         ignore_reinit_error: bool = False, log_to_driver: bool = True) -> dict:
+         ignore_reinit_error: bool = False, log_to_driver: bool = True, tls=None) -> dict:
     """Starts a private local cluster (no address) or joins the one at `address` ("host:port").
-    With `log_to_driver` (as Ray's), every worker's output lines are printed here, prefixed."""
+    With `log_to_driver` (as Ray's), every worker's output lines are printed here, prefixed.
+    `tls` (a tether.TLSConfig): joining, how to reach a TLS cluster (TETHER_TLS_* when not given);
+    starting one, the certificate and key its TCP links use (other drivers and nodes then join it
+    with TLS)."""
     if cluster_state.is_initialized():
         if ignore_reinit_error:
             return cluster_state.info()
         raise RuntimeError("tether.init() was already called; call tether.shutdown() first")
     return cluster_state.start(address, num_cpus=num_cpus, resources=resources, secret=secret,
-                               object_store_memory=object_store_memory, log_to_driver=log_to_driver)
+                               object_store_memory=object_store_memory, log_to_driver=log_to_driver, tls=tls)
 
 
 def shutdown() -> None:

@@ -7,7 +7,7 @@ import threading
 from . import _core
 from ._private.runtime import client_runtime, secret_bytes
 from .errors import NoSuchObjectError
-from .security import tls_context
+from .security import client_tls
 
 _ENCODINGS = {"msgpack": 1, "pickle": 2}
 
@@ -24,7 +24,7 @@ class Proxy:
     lost; any number of threads may share it. `timeout` (seconds, None for no limit) bounds every
     call. `secret` (or TETHER_SECRET) authenticates, under `identity` (or TETHER_IDENTITY) when the
     server knows several; `tls` (a tether.TLSConfig, or True for TETHER_TLS_* / system roots) makes
-    the connection TLS, as does a tethers:// URI."""
+    the connection TLS, as does a tethers:// URI or a TLS configuration in TETHER_TLS_*."""
 
     def __init__(self, uri: str, timeout: float | None = None, secret=None, encoding: str = "msgpack",
                  connect_timeout: float = 10.0, identity: str | None = None, tls=None):
@@ -42,7 +42,7 @@ class Proxy:
         self.timeout = timeout
         self._secret = secret_bytes(secret)
         self._identity = identity if identity is not None else os.environ.get("TETHER_IDENTITY", "")
-        self._tls = tls_context(tls)
+        self._tls = client_tls(tls)
         self._encoding = _ENCODINGS[encoding]
         self._connect_timeout = connect_timeout
         self._channel = None

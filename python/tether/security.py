@@ -101,6 +101,16 @@ def tls_context(tls) -> object | None:
     return tls._context()
 
 
+def client_tls(tls) -> object | None:
+    """The engine context a client connects with: `tls` as tls_context() takes it, and when None,
+    the process's TLS configuration from TETHER_TLS_* if any (a process that has one speaks TLS on
+    every TCP connection it makes, so addresses and tether:// URIs of a TLS cluster just work)."""
+    if tls is None:
+        configured = TLSConfig.from_environment()
+        return configured._context() if configured else None
+    return tls_context(tls)
+
+
 def make_certificates(directory: str, names=("server", "client"), hosts=("localhost", "127.0.0.1", "::1"),
                       days: int = 365) -> None:
     """Writes a private CA (DIRECTORY/ca.pem, ca.key; reused when present) and, for each name,

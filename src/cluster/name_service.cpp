@@ -91,7 +91,7 @@ void NameService::register_name(Call&& call) {
   auto name = service::as_str(call.param(0, "name"), "name");
   if (!name || name->empty()) return fail_value(call, "a name must be a non-empty string");
   auto uri = service::as_str(call.param(1, "uri"), "uri");
-  if (!uri || !(uri->starts_with("tether://") || uri->starts_with("tether+unix://")))
+  if (!uri || !(uri->starts_with("tether://") || uri->starts_with("tethers://") || uri->starts_with("tether+unix://")))
     return fail_value(call, "not a tether URI: " + (uri ? std::string(*uri) : std::string("(not a str)")));
   auto tags = tags_of(call.param(2, "metadata"));
   if (!tags) return fail_value(call, tags.error().message);

@@ -14,6 +14,7 @@
 #include "cluster/name_service.hpp"
 #include "cluster/node.hpp"
 #include "net/address.hpp"
+#include "net/tls.hpp"
 #include "rpc/listener.hpp"
 #include "rpc/runtime.hpp"
 #include "service/service.hpp"
@@ -41,6 +42,7 @@ struct Arguments {
   std::string join;  // --address: the head to join; empty for the head itself
   double node_timeout_seconds = 10;
   bool services_only = false;  // the name server, tuple spaces, topics and groups without a cluster
+  net::TlsConfig tls;          // --tls-cert/--tls-key/--tls-ca/--tls-mutual: every TCP link of the node
 };
 
 [[noreturn]] void usage(const std::string& problem) {
@@ -49,6 +51,7 @@ struct Arguments {
                "               [--session-dir DIR] [--secret-file FILE] [--python PATH] [--object-store-memory BYTES]\n"
                "               [--prestart-workers N] [--idle-worker-timeout SECONDS] [--ns-sweep-interval SECONDS]\n"
                "               [--node-timeout SECONDS] [--watch-stdin]\n"
+               "               [--tls-cert FILE --tls-key FILE [--tls-ca FILE] [--tls-mutual]]\n"
                "       tetherd --services-only [--host H] [--port P] [--secret-file FILE] [--ns-sweep-interval SECONDS]\n"
                "               (the name server, tuple spaces, topics and groups, standalone: no node, no workers)\n"
                "The secret comes from --secret-file, else $TETHER_SECRET, else (for a head) a new one is written\n"
@@ -95,6 +98,10 @@ Arguments parse(int argc, char** argv) {
     else if (arg == "--ns-sweep-interval") a.ns_sweep_seconds = number(value(), "--ns-sweep-interval");
     else if (arg == "--node-timeout") a.node_timeout_seconds = number(value(), "--node-timeout");
     else if (arg == "--services-only") a.services_only = head = true;
+    else if (arg == "--tls-cert") a.tls.cert_file = value();
+    else if (arg == "--tls-key") a.tls.key_file = value();
+    else if (arg == "--tls-ca") a.tls.ca_file = value();
+    else if (arg == "--tls-mutual") a.tls.require_client_certificate = true;
     else usage("unknown option " + arg);
   }
   if (head == !a.join.empty()) usage("give exactly one of --head (start a cluster), --address (join one) and --services-only");
@@ -214,6 +221,13 @@ int main(int argc, char** argv) {
   node_options.on_shutdown_requested = request_stop;
 
   rpc::AuthConfig auth{secret, false, false};
+  if (!args.tls.cert_file.empty() || !args.tls.key_file.empty() || !args.tls.ca_file.empty()) {
+    // One context for both roles: the listener presents the certificate, and connections to the
+    // head and to other nodes verify theirs against the CA and present ours (mutual between nodes).
+    auto tls = net::TlsContext::create(args.tls);
+    if (!tls) usage("TLS: " + tls.error().message);
+    auth.tls = *tls;
+  }
   rpc::ConnectionOptions connection_options;
   connection_options.idle_timeout = std::chrono::hours(24 * 365);  // clients may sit idle; heartbeats still run
   auto tcp_endpoint = net::parse_host_port(args.host.find(':') != std::string::npos ? "[" + args.host + "]:" + std::to_string(args.port)
@@ -296,7 +310,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::cout << "TETHERD READY tcp=" << (*tcp)->endpoint().to_string() << " unix=" << socket_path << " node=" << node_options.node_id
-            << " session=" << session << " dir=" << args.session_dir.string() << std::endl;
+            << " session=" << session << " dir=" << args.session_dir.string() << " tls=" << (auth.tls ? 1 : 0) << std::endl;
 
   std::thread stdin_watch;
   if (args.watch_stdin) {

@@ -15,6 +15,7 @@ import weakref
 from .. import errors
 from ..future import FINISHED, Future
 from .delivery import Numbered
+from ..security import client_tls
 from .runtime import client_runtime
 from .serialization import deserialize, serialize
 
@@ -101,8 +102,8 @@ class _OutputSink:
 class ClusterClient:
     """The calls a program makes to its node, with the local bookkeeping of ObjectRefs."""
 
-    def __init__(self, uri: str, secret: bytes):
-        self.channel = client_runtime().connect(uri, secret=secret, timeout=10.0)
+    def __init__(self, uri: str, secret: bytes, tls=None):
+        self.channel = client_runtime().connect(uri, secret=secret, timeout=10.0, tls=client_tls(tls))
         self.uri = uri
         self._lock = threading.Lock()
         self._counts: dict[bytes, int] = {}       # ObjectRefs alive in this process, per id

@@ -44,7 +44,7 @@ def resolved_dependency(index: int):
 
 
 def start(address, *, num_cpus=None, resources=None, secret=None, object_store_memory=None,
-          log_to_driver=True) -> dict:
+          log_to_driver=True, tls=None) -> dict:
     """Joins the cluster at `address` ("host:port"; "auto": the one `tether start --head` recorded;
     None: $TETHER_ADDRESS if set, else a new private cluster). With `log_to_driver`, workers' output
     reaches this process's stdout and stderr: sent by the node it joined, or read from the output
@@ -59,6 +59,8 @@ def start(address, *, num_cpus=None, resources=None, secret=None, object_store_m
                 if record is None:
                     raise ConnectionError("no cluster was started on this machine (tether start --head)")
                 address, secret = record["address"], secret or record["secret"]
+                if tls is None and record.get("tls"):
+                    tls = launcher.tls_config(record["tls"])
             if any(v is not None for v in (num_cpus, resources, object_store_memory)):
                 raise ValueError("num_cpus, resources and object_store_memory describe a new cluster; "
                                  "they cannot be given when joining one")
@@ -66,12 +68,13 @@ def start(address, *, num_cpus=None, resources=None, secret=None, object_store_m
             if not secret_value:
                 raise ValueError("joining a cluster needs its secret: secret= or $TETHER_SECRET")
             secret_bytes = secret_value.encode() if isinstance(secret_value, str) else bytes(secret_value)
-            joined = ClusterClient(f"tether://{address}/node", secret_bytes)
+            joined = ClusterClient(f"tether://{address}/node", secret_bytes, tls=tls)
             joined.hello(output=log_to_driver and os.environ.get("TETHER_LOG_TO_DRIVER") != "0")
-            _client, _info = joined, {"address": address, "secret": secret_value}
+            _client, _info = joined, {"address": address, "secret": secret_value, "tls": tls}
             return dict(_info)
         daemon, started = launcher.start_embedded(num_cpus, resources, object_store_memory,
-                                                  forward_output=log_to_driver)
+                                                  forward_output=log_to_driver, tls=tls)
+        started["tls"] = tls
         _daemon, _info = daemon, started
         try:
             _client = ClusterClient(launcher.unix_uri(started["node_socket"]), started["secret"].encode())

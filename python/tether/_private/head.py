@@ -7,6 +7,7 @@ import atexit
 import threading
 
 from . import cluster_state
+from ..security import client_tls
 from .runtime import client_runtime, secret_bytes
 
 MSGPACK = 1
@@ -42,7 +43,8 @@ def _connect(uri: str, secret):
 
     def connect():
         try:
-            outcome.append(client_runtime().connect(uri, secret=secret, timeout=10.0))
+            tls = client_tls(cluster_state.info().get("tls"))  # the cluster's, else TETHER_TLS_*
+            outcome.append(client_runtime().connect(uri, secret=secret, timeout=10.0, tls=tls))
         except BaseException as exc:  # raised below, in the caller's thread
             outcome.append(exc)
 

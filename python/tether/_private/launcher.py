@@ -39,7 +39,43 @@ def worker_pythonpath() -> str:
     return os.pathsep.join(dict.fromkeys(entries))
 
 
-def daemon_command(num_cpus, resources, object_store_memory, host="127.0.0.1", port=0, prestart=None, join=None):
+def tls_arguments(tls) -> list[str]:
+    """tetherd's TLS options for a tether.TLSConfig (None: no TLS)."""
+    if tls is None:
+        return []
+    if not (tls.cert and tls.key):
+        raise ValueError("a TLS cluster needs each node's certificate and key (TLSConfig(cert=, key=, ca=))")
+    arguments = ["--tls-cert", os.path.abspath(tls.cert), "--tls-key", os.path.abspath(tls.key)]
+    if tls.ca:
+        arguments += ["--tls-ca", os.path.abspath(tls.ca)]
+    if tls.mutual:
+        arguments.append("--tls-mutual")
+    return arguments
+
+
+def tls_environment(tls) -> dict:
+    """What the daemon's workers need to reach the other nodes over TLS (TETHER_TLS_*)."""
+    if tls is None:
+        return {}
+    files = {"TETHER_TLS_CERT": tls.cert, "TETHER_TLS_KEY": tls.key, "TETHER_TLS_CA": tls.ca}
+    return {name: os.path.abspath(path) for name, path in files.items() if path}
+
+
+def tls_record(tls) -> dict | None:
+    return None if tls is None else {"cert": tls.cert and os.path.abspath(tls.cert),
+                                     "key": tls.key and os.path.abspath(tls.key),
+                                     "ca": tls.ca and os.path.abspath(tls.ca), "mutual": tls.mutual}
+
+
+def tls_config(record: dict):
+    """The tether.TLSConfig a cluster record describes."""
+    from ..security import TLSConfig
+
+    return TLSConfig(cert=record.get("cert"), key=record.get("key"), ca=record.get("ca"), mutual=bool(record.get("mutual")))
+
+
+def daemon_command(num_cpus, resources, object_store_memory, host="127.0.0.1", port=0, prestart=None, join=None,
+                   tls=None):
     """The tetherd command line: a head, or with `join` ("host:port" of a head) a node joining it."""
     cpus = num_cpus if num_cpus is not None else (os.cpu_count() or 1)
     if cpus < 1:
@@ -59,7 +95,7 @@ def daemon_command(num_cpus, resources, object_store_memory, host="127.0.0.1", p
         command += ["--ns-sweep-interval", os.environ["TETHER_NS_SWEEP_INTERVAL"]]
     if os.environ.get("TETHER_NODE_TIMEOUT"):  # seconds of silence after which a node counts as gone
         command += ["--node-timeout", os.environ["TETHER_NODE_TIMEOUT"]]
-    return command
+    return command + tls_arguments(tls)
 
 
 def parse_ready(line: str) -> dict:
@@ -89,13 +125,13 @@ def _pump(stream, forward=True):
 
 
 def start_embedded(num_cpus=None, resources=None, object_store_memory=None, join=None, secret=None,
-                   forward_output=True):
+                   forward_output=True, tls=None):
     """A daemon that lives as long as this process (it watches our end of its stdin) and whose
     workers' output comes to our stdout. Returns (process, info). With `join` (and the cluster's
     `secret`) the daemon joins that cluster's head as one more node."""
     secret = secret or secrets.token_hex(32)
-    command = daemon_command(num_cpus, resources, object_store_memory, join=join) + ["--watch-stdin"]
-    env = dict(os.environ, TETHER_SECRET=secret, PYTHONPATH=worker_pythonpath())
+    command = daemon_command(num_cpus, resources, object_store_memory, join=join, tls=tls) + ["--watch-stdin"]
+    env = dict(os.environ, TETHER_SECRET=secret, PYTHONPATH=worker_pythonpath(), **tls_environment(tls))
     daemon = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, start_new_session=True)
     try:
         info = parse_ready(daemon.stdout.readline().decode())
@@ -108,15 +144,15 @@ def start_embedded(num_cpus=None, resources=None, object_store_memory=None, join
     return daemon, info
 
 
-def start_detached(host, port, num_cpus, resources, object_store_memory, secret=None, join=None) -> dict:
+def start_detached(host, port, num_cpus, resources, object_store_memory, secret=None, join=None, tls=None) -> dict:
     """`tether start --head` (or `--address`, with `join`): a daemon that outlives this process;
     its output goes to a log file. A head is recorded for status, stop and init("auto")."""
     secret = secret or os.environ.get("TETHER_SECRET") or secrets.token_hex(32)
     record = record_path()
     record.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     log_path = record.parent / f"tetherd-{int(time.time())}-{os.getpid()}.log"
-    command = daemon_command(num_cpus, resources, object_store_memory, host, port, join=join)
-    env = dict(os.environ, TETHER_SECRET=secret, PYTHONPATH=worker_pythonpath())
+    command = daemon_command(num_cpus, resources, object_store_memory, host, port, join=join, tls=tls)
+    env = dict(os.environ, TETHER_SECRET=secret, PYTHONPATH=worker_pythonpath(), **tls_environment(tls))
     with open(log_path, "wb") as log:
         daemon = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
                                   start_new_session=True)
@@ -132,7 +168,7 @@ def start_detached(host, port, num_cpus, resources, object_store_memory, secret=
         daemon.kill()
         raise RuntimeError("tetherd did not report ready within 15 s")
     info = parse_ready(first[0])
-    info.update(secret=secret, pid=daemon.pid, log=str(log_path))
+    info.update(secret=secret, pid=daemon.pid, log=str(log_path), tls=tls_record(tls))
     if join:
         return info
     fd = os.open(record, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
