@@ -515,8 +515,10 @@ void Node::drop_client(Client& client) {
   if (client.worker_id) on_worker_lost(client.worker_id, "its connection closed");
   // Actors a driver created die with it unless detached.
   for (auto& [id, actor] : actors_)
-    if (actor->owner == client.connection_id && !actor->detached && actor->state != Actor::State::dead)
+    if (actor->owner == client.connection_id && !actor->detached && actor->state != Actor::State::dead) {
+      actor->killed = true;  // final: restarts are for failures of the actor, not the end of its owner
       actor_died(*actor, "its creator disconnected");
+    }
 }
 
 }  // namespace tether::cluster

@@ -79,10 +79,21 @@ class TlsTransport final : public Transport {
     if (role == Stream::client) configure_client(host);
   }
 
+  // The completion handler of an operation on the stream: the operation's own steps run on the
+  // strand (Asio takes the final handler's executor for them), and the caller's handler runs off
+  // it, because the caller may block there (a server method runs on the thread that read its
+  // request and may wait for a callback's reply, which needs the strand to be read).
+  template <typename Handler>
+  auto off_strand(Handler handler) {
+    return asio::bind_executor(strand_, [executor = executor_, handler = std::move(handler)](std::error_code ec, std::size_t n) mutable {
+      asio::post(executor, [handler = std::move(handler), ec, n]() mutable { handler(ec, n); });
+    });
+  }
+
   void async_read_some(std::span<std::byte> into, IoHandler handler) override {
     when_handshaken([this, into, handler = std::move(handler)](std::error_code ec) mutable {
-      if (ec) return handler(ec, 0);
-      stream_.async_read_some(asio::buffer(into.data(), into.size()), asio::bind_executor(strand_, std::move(handler)));
+      if (ec) return off_strand(std::move(handler))(ec, 0);
+      stream_.async_read_some(asio::buffer(into.data(), into.size()), off_strand(std::move(handler)));
     });
   }
 
@@ -99,9 +110,8 @@ class TlsTransport final : public Transport {
       owned->buffers = std::move(buffers);
     }
     when_handshaken([this, owned, handler = std::move(handler)](std::error_code ec) mutable {
-      if (ec) return handler(ec, 0);
-      asio::async_write(stream_, owned->buffers,
-                        asio::bind_executor(strand_, [owned, handler = std::move(handler)](std::error_code ec, std::size_t n) {
+      if (ec) return off_strand(std::move(handler))(ec, 0);
+      asio::async_write(stream_, owned->buffers, off_strand([owned, handler = std::move(handler)](std::error_code ec, std::size_t n) {
                           handler(ec, n);
                         }));
     });

@@ -152,7 +152,17 @@ class Server {
                                        connection_options(heartbeat, idle_timeout, max_frame), handler,
                                        rpc::ListenerLimits{max_connections, max_handshaking});
     }
-    if (!listener) throw_error(listener.error());
+    if (!listener) {
+      // The io threads take the GIL when they end, so they are stopped before this thread, which
+      // holds it, unwinds (destroying a running runtime here would wait for them forever).
+      {
+        nb::gil_scoped_release release;
+        runtime_->stop();
+        dispatcher_->stop();
+        if (coordination_) coordination_->stop();
+      }
+      throw_error(listener.error());
+    }
     listener_ = std::move(*listener);
   }
   ~Server() { close(); }

@@ -1,5 +1,11 @@
-"""A test module's own local cluster: `yield from own_cluster(n)` in a module-scoped fixture."""
+"""Clusters for test modules: a module's own local cluster (`yield from own_cluster(n)` in a
+module-scoped fixture), and `Node`, one more daemon joining this process's cluster."""
+import signal
+import subprocess
+
 import tether
+from polling import eventually
+from tether._private import cluster_state, launcher
 
 
 def own_cluster(num_cpus: int):
@@ -10,3 +16,40 @@ def own_cluster(num_cpus: int):
     tether.init(num_cpus=num_cpus)
     yield
     tether.shutdown()
+
+
+class Node:
+    """A tetherd that joined this process's head (the cluster of tether.init()) on this machine;
+    ended by `kill` (SIGKILL) or `stop`, after which `remove_leftovers` removes what a killed daemon
+    could not (its shared memory and session directory), as the program that starts a daemon must."""
+
+    def __init__(self, num_cpus=1, resources=None):
+        head = cluster_state.info()
+        # Its output is not printed here: its workers' lines reach this driver through the head.
+        self.process, self.info = launcher.start_embedded(num_cpus, resources, None, join=head["address"],
+                                                          secret=head["secret"], forward_output=False)
+        self.id = self.info["node_id"]
+        self.session = self.info["session"]
+        assert eventually(lambda: self.id in {n["node_id"] for n in tether.nodes()}), "the node never joined"
+
+    def uri_of_its_workers(self) -> str:
+        return launcher.unix_uri(self.info["node_socket"])
+
+    def kill(self):
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self, remove_leftovers=True):
+        """Stops the daemon as its starter does (closing its stdin), if it still runs."""
+        if self.process.poll() is None:
+            self.process.stdin.close()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if remove_leftovers:
+            self.remove_leftovers()
+
+    def remove_leftovers(self):
+        launcher.remove_leftovers(self.info)

@@ -17,42 +17,12 @@ import numpy as np
 import pytest
 
 import tether
+from clusters import Node
 from polling import eventually
 from tether._private import cluster_state, launcher
 from tether._private.cluster_client import ClusterClient
 
 TIMEOUT = 60
-
-
-
-
-class Node:
-    """A tetherd that joined the test's head; ended (and its leftovers removed) by `stop`."""
-
-    def __init__(self, num_cpus=1, resources=None):
-        head = cluster_state.info()
-        # Its output is not printed here: its workers' lines reach this driver through the head.
-        self.process, self.info = launcher.start_embedded(num_cpus, resources, None, join=head["address"],
-                                                          secret=head["secret"], forward_output=False)
-        self.id = self.info["node_id"]
-        assert eventually(lambda: self.id in {n["node_id"] for n in tether.nodes()}), "the node never joined"
-
-    def uri_of_its_workers(self) -> str:
-        return launcher.unix_uri(self.info["node_socket"])
-
-    def kill(self):
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=30)
-
-    def stop(self):
-        if self.process.poll() is None:
-            self.process.stdin.close()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        launcher.remove_leftovers(self.info)
 
 
 @pytest.fixture(scope="module")

@@ -263,3 +263,17 @@ def test_a_call_over_the_servers_frame_limit_fails_alone(make_server, make_proxy
     with pytest.raises(tether.ProtocolError):
         proxy.hello("x" * 10_000)
     assert proxy.hello("b") == "hello b"
+
+
+def test_a_port_in_use_is_a_clear_error_at_once():
+    with tether.Server(port=0) as first:
+        port = int(first.address.rsplit(":", 1)[1])
+        with pytest.raises(tether.CommunicationError, match="Address already in use"):
+            tether.Server(port=port)
+        assert tether.Proxy(first.register(_Echo(), "e")).echo(1) == 1  # the first one is untouched
+
+
+@tether.expose
+class _Echo:
+    def echo(self, value):
+        return value
