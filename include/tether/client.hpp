@@ -18,6 +18,7 @@
 
 #include "tether/convert.hpp"
 #include "tether/future.hpp"
+#include "tether/security.hpp"
 #include "tether/servant.hpp"
 #include "tether/value.hpp"
 
@@ -31,6 +32,8 @@ class StreamState;
 
 struct ClientOptions {
   std::string secret;                                    // shared secret; empty: none
+  std::string identity;                                  // the name the server knows `secret` by; empty: "default"
+  TlsOptions tls;                                        // TLS for TCP connections (see security.hpp)
   std::chrono::milliseconds timeout{30000};              // each call's deadline; 0: none
   std::chrono::milliseconds connect_timeout{10000};      // connecting and the handshake
   std::size_t callback_threads = 2;                      // run the callbacks servers make into us

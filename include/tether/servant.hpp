@@ -23,6 +23,7 @@
 
 #include "tether/convert.hpp"
 #include "tether/future.hpp"
+#include "tether/security.hpp"
 
 namespace tether {
 
@@ -177,6 +178,14 @@ class Servant {
     return servant;
   }
 
+  // Only callers with one of `identities` (secret identities or certificate common names, see
+  // CallContext) may call this servant's methods; others get a `denied` error. A method's own
+  // list (allow(method, ...)) wins over the servant's.
+  Servant& allow(std::vector<std::string> identities);
+  Servant& allow(const std::string& method, std::vector<std::string> identities);
+  // Whether a caller with `names` may call `method`.
+  bool allows(const std::string& method, const std::vector<std::string>& names) const;
+
   const Method* find(const std::string& name) const;
   std::vector<std::string> names(Method::Kind kind) const;
   std::vector<std::string> names() const;
@@ -226,6 +235,7 @@ class Servant {
   }
 
   std::map<std::string, Method, std::less<>> methods_;
+  std::map<std::string, std::vector<std::string>, std::less<>> allowed_;  // method, or "*" for all
 };
 
 template <typename T>

@@ -11,6 +11,9 @@
 #include <string>
 #include <vector>
 
+#include <map>
+
+#include "tether/security.hpp"
 #include "tether/servant.hpp"
 
 namespace tether {
@@ -23,7 +26,9 @@ struct ServerOptions {
   std::string host = "127.0.0.1";  // "" for no TCP listener (with unix_path)
   std::uint16_t port = 0;           // 0: any free port (see Server::port)
   std::string unix_path;            // also listen on this Unix socket when not empty
-  std::string secret;               // callers must know it; empty: none
+  std::string secret;               // callers must know it; empty: none (its identity is "default")
+  std::map<std::string, std::string> identities;  // more secrets, each the identity of whoever knows it
+  TlsOptions tls;                   // serve TLS on TCP (cert_file and key_file needed); URIs become tethers://
   std::size_t threads = 4;          // methods running at once (plus one io thread that always reads)
   std::chrono::milliseconds heartbeat{5000};
   std::chrono::milliseconds idle_timeout{30000};

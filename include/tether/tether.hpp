@@ -7,6 +7,7 @@
 #include "tether/coordination.hpp"
 #include "tether/error.hpp"
 #include "tether/future.hpp"
+#include "tether/security.hpp"
 #include "tether/servant.hpp"
 #include "tether/server.hpp"
 #include "tether/value.hpp"

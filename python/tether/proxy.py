@@ -27,7 +27,7 @@ class Proxy:
     the connection TLS, as does a tethers:// URI or a TLS configuration in TETHER_TLS_*."""
 
     def __init__(self, uri: str, timeout: float | None = None, secret=None, encoding: str = "msgpack",
-                 connect_timeout: float = 10.0, identity: str | None = None, tls=None):
+                 connect_timeout: float = 10.0, identity: str | None = None, tls=None, idle_timeout: float = 30.0):
         if encoding not in _ENCODINGS:
             raise ValueError(f"unknown encoding {encoding!r}; use 'msgpack' or 'pickle'")
         kind, _host, _port, _path, name, via_ns, address = _core.parse_uri(uri)
@@ -45,6 +45,9 @@ class Proxy:
         self._tls = client_tls(tls)
         self._encoding = _ENCODINGS[encoding]
         self._connect_timeout = connect_timeout
+        if idle_timeout <= 0:
+            raise ValueError("idle_timeout must be positive")
+        self._idle_timeout = float(idle_timeout)  # a connection silent this long (heartbeats too) is dropped
         self._channel = None
         self._methods = None
         self._lock = threading.Lock()
@@ -68,7 +71,9 @@ class Proxy:
             if self._channel is None:
                 channel = client_runtime().connect(self._uri, secret=self._secret,
                                                    want_pickle=self._encoding == 2, timeout=self._connect_timeout,
-                                                   identity=self._identity, tls=self._tls)
+                                                   identity=self._identity, tls=self._tls,
+                                                   idle_timeout=self._idle_timeout,
+                                                   heartbeat=min(5.0, self._idle_timeout / 3))
                 try:
                     methods, oneway, streams = channel.call("$meta", "describe", (self._object,), None,
                                                             self.timeout or float(self._connect_timeout), 1)

@@ -6,7 +6,12 @@
 #include <future>
 #include <thread>
 
+#include "net/certs.hpp"
 #include "tether/tether.hpp"
+
+#include <unistd.h>
+
+#include <filesystem>
 
 namespace tether {
 namespace {
@@ -271,6 +276,92 @@ TEST(Api, AsyncCallsInFlightAreBoundedPerConnection) {
   for (auto& reply : replies) reply.send(7);
   ASSERT_EQ(answered.size(), 1024u);
   for (auto& f : answered) EXPECT_EQ(f.get(), 7);
+}
+
+}  // namespace
+}  // namespace tether
+
+namespace tether {
+namespace {
+
+// TLS with certificates made like `tether certs`, the caller's identity in a servant, and allow-lists.
+class ApiSecurityTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() / ("tether-api-tls-" + std::to_string(::getpid()));
+    ASSERT_TRUE(net::write_certificates(dir_, {{"server", {"127.0.0.1"}}, {"alice", {}}, {"bob", {}}}).ok());
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  TlsOptions files(const std::string& name, bool mutual = false) const {
+    TlsOptions tls;
+    if (!name.empty()) {
+      tls.cert_file = dir_ / (name + ".pem");
+      tls.key_file = dir_ / (name + ".key");
+    }
+    tls.ca_file = dir_ / "ca.pem";
+    tls.mutual = mutual;
+    return tls;
+  }
+  static Servant who_servant() {
+    Servant servant;
+    servant.method("who", [] {
+      auto call = current_call();
+      return call ? call->peer + "|" + call->certificate : std::string("(outside a call)");
+    });
+    servant.method("for_alice", [] { return std::string("granted"); });
+    servant.allow("for_alice", {"alice"});
+    return servant;
+  }
+  std::filesystem::path dir_;
+};
+
+TEST_F(ApiSecurityTest, MutualTlsNamesTheCallerAndAllowListsHold) {
+  Server server({.host = "127.0.0.1", .port = 0, .tls = files("server", true)});
+  auto uri = server.add("who", who_servant());
+  EXPECT_EQ(uri.rfind("tethers://", 0), 0u);
+  EXPECT_FALSE(current_call().has_value());
+  Client alice({.tls = files("alice")});
+  auto as_alice = alice.proxy(uri);
+  EXPECT_EQ(as_alice.call<std::string>("who"), "alice|CN=alice,O=tether");
+  EXPECT_EQ(as_alice.call<std::string>("for_alice"), "granted");
+  Client bob({.tls = files("bob")});
+  auto as_bob = bob.proxy(uri);
+  try {
+    as_bob.call<std::string>("for_alice");
+    FAIL() << "bob was let in";
+  } catch (const RemoteError& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::denied);
+    EXPECT_NE(std::string(e.what()).find("caller bob may not call 'who.for_alice'"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(as_bob.call<std::string>("who"), "bob|CN=bob,O=tether");  // the refusal cost nothing else
+  Client anonymous({.tls = files("")});
+  EXPECT_THROW(anonymous.proxy(uri).call<std::string>("who"), RemoteError);  // mutual: no certificate, no entry
+}
+
+TEST_F(ApiSecurityTest, NamedSecretsIdentifyCallers) {
+  Server server({.host = "127.0.0.1", .port = 0, .identities = {{"alice", "alice-key"}}});
+  auto uri = server.add("who", who_servant());
+  Client alice({.secret = "alice-key", .identity = "alice"});
+  EXPECT_EQ(alice.proxy(uri).call<std::string>("who"), "alice|");
+  EXPECT_EQ(alice.proxy(uri).call<std::string>("for_alice"), "granted");
+  Client impostor({.secret = "guess", .identity = "alice"});
+  EXPECT_THROW(impostor.proxy(uri).call<std::string>("who"), RemoteError);
+}
+
+TEST_F(ApiSecurityTest, AServerOfAnotherCaIsRefused) {
+  auto other = dir_ / "other";
+  ASSERT_TRUE(net::write_certificates(other, {{"server", {"127.0.0.1"}}}).ok());
+  TlsOptions foreign{(other / "server.pem").string(), (other / "server.key").string(), ""};
+  Server server({.host = "127.0.0.1", .port = 0, .tls = foreign});
+  auto uri = server.add("who", who_servant());
+  Client client({.tls = files("")});
+  try {
+    client.proxy(uri).call<std::string>("who");
+    FAIL() << "an unverified server was trusted";
+  } catch (const RemoteError& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::denied);
+    EXPECT_NE(std::string(e.what()).find("certificate verify failed"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 #include <deque>
 
 #include "api/client_core.hpp"
+#include "api/security.hpp"
 #include "rpc/listener.hpp"
 #include "wire/msgpack_util.hpp"
 
@@ -27,8 +28,17 @@ Result<std::shared_ptr<rpc::Connection>> ClientCore::connection_for(const net::E
   if (auto it = connections_.find(key); it != connections_.end() && it->second->is_open()) return it->second;
   start_locked();
   rpc::ConnectionOptions connection_options;
-  auto connection = rpc::connect(*io_, endpoint, rpc::AuthConfig{options_.secret, false, false}, connection_options, handler_,
-                                 options_.connect_timeout);
+  rpc::AuthConfig auth{options_.secret, false, false};
+  auth.identity = options_.identity;
+  if (options_.tls.enabled()) {
+    if (!tls_) {
+      auto made = api::tls_context_of(options_.tls);
+      if (!made) return made.error();
+      tls_ = *made;
+    }
+    auth.tls = tls_;
+  }
+  auto connection = rpc::connect(*io_, endpoint, auth, connection_options, handler_, options_.connect_timeout);
   if (!connection) return connection.error();
   connections_[key] = *connection;
   return *connection;

@@ -29,6 +29,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   std::shared_ptr<rpc::Runtime> io_;         // one io thread reads and writes for every proxy
   std::shared_ptr<rpc::Runtime> callbacks_;  // callbacks run here, so the io thread stays free
   std::shared_ptr<api::ObjectHandler> handler_;
+  std::shared_ptr<net::TlsContext> tls_;     // from options_.tls, loaded on the first connection
   std::map<std::string, std::shared_ptr<rpc::Connection>> connections_;
   bool closed_ = false;
 };

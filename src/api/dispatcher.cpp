@@ -128,6 +128,17 @@ std::shared_ptr<Servant> ObjectHandler::find_target(const std::shared_ptr<rpc::C
   return it == published_.end() ? nullptr : it->second;
 }
 
+namespace {
+
+thread_local const rpc::Connection* current_caller = nullptr;
+
+}  // namespace
+
+const rpc::Connection* current_caller_connection() { return current_caller; }
+
+CallScope::CallScope(const rpc::Connection& connection) : previous_(std::exchange(current_caller, &connection)) {}
+CallScope::~CallScope() { current_caller = previous_; }
+
 void ObjectHandler::on_request(const std::shared_ptr<rpc::Connection>& connection, wire::Frame&& frame) {
   const auto id = frame.header.request_id;
   const bool oneway = frame.header.flags & wire::kOneway;
@@ -161,6 +172,11 @@ void ObjectHandler::on_request(const std::shared_ptr<rpc::Connection>& connectio
   if (!servant) return reject(ErrorKind::unimplemented, "no object '" + object + "' here", "builtins.LookupError");
   const auto* method = servant->find(method_name);
   if (!method) return reject(ErrorKind::unimplemented, "'" + object + "' has no method '" + method_name + "'");
+  auto names = connection->negotiated().names();
+  if (!servant->allows(method_name, names))
+    return reject(ErrorKind::denied, (names.empty() ? std::string("an anonymous caller") : "caller " + names.front()) +
+                                         " may not call '" + where + "'");
+  CallScope scope(*connection);
   if (method->kind == Servant::Method::Kind::stream) {
     if (oneway) return;
     return run_stream(connection, id, where, *method, args);
@@ -299,3 +315,21 @@ void ObjectHandler::on_closed(rpc::Connection& connection, const Error&) {
 }
 
 }  // namespace tether::api
+
+namespace tether {
+
+std::optional<CallContext> current_call() {
+  const rpc::Connection* connection = api::current_caller_connection();
+  if (!connection) return std::nullopt;
+  const auto& negotiated = connection->negotiated();
+  CallContext context;
+  context.names = negotiated.names();
+  auto common = rpc::common_name(negotiated.certificate_subject);
+  context.peer = !common.empty() ? common : (context.names.empty() ? "" : context.names.front());
+  context.certificate = negotiated.certificate_subject;
+  context.address = connection->describe();
+  context.authenticated = negotiated.authenticated;
+  return context;
+}
+
+}  // namespace tether

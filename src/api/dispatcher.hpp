@@ -93,4 +93,18 @@ class ObjectHandler final : public rpc::QueuingRequestHandler {
   std::unordered_map<std::string, std::shared_ptr<Servant>> published_;
 };
 
+const rpc::Connection* current_caller_connection();  // null outside a servant method
+
+// Marks the caller of the servant method this thread runs (tether::current_call()).
+class CallScope {
+ public:
+  explicit CallScope(const rpc::Connection& connection);
+  ~CallScope();
+  CallScope(const CallScope&) = delete;
+  CallScope& operator=(const CallScope&) = delete;
+
+ private:
+  const rpc::Connection* previous_;
+};
+
 }  // namespace tether::api

@@ -71,6 +71,23 @@ Servant& Servant::add(std::string name, Method method) {
   return *this;
 }
 
+Servant& Servant::allow(std::vector<std::string> identities) { return allow("*", std::move(identities)); }
+
+Servant& Servant::allow(const std::string& method, std::vector<std::string> identities) {
+  if (identities.empty()) throw std::invalid_argument("allow needs at least one identity");
+  allowed_[method] = std::move(identities);
+  return *this;
+}
+
+bool Servant::allows(const std::string& method, const std::vector<std::string>& names) const {
+  auto it = allowed_.find(method);
+  if (it == allowed_.end()) it = allowed_.find("*");
+  if (it == allowed_.end()) return true;
+  for (const auto& name : names)
+    if (std::find(it->second.begin(), it->second.end(), name) != it->second.end()) return true;
+  return false;
+}
+
 const Servant::Method* Servant::find(const std::string& name) const {
   auto it = methods_.find(name);
   return it == methods_.end() ? nullptr : &it->second;

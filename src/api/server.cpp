@@ -2,6 +2,7 @@
 #include "tether/server.hpp"
 
 #include "api/client_core.hpp"
+#include "api/security.hpp"
 #include "rpc/listener.hpp"
 
 namespace tether {
@@ -21,6 +22,15 @@ class ServerCore {
     connection.heartbeat = options_.heartbeat;
     connection.idle_timeout = options_.idle_timeout;
     rpc::AuthConfig auth{options_.secret, false, false};
+    auth.identities = options_.identities;
+    if (options_.tls.enabled()) {
+      auto tls = api::tls_context_of(options_.tls);
+      if (!tls) {
+        close();
+        throw std::runtime_error("tether::Server: " + tls.error().message);
+      }
+      auth.tls = *tls;
+    }
     if (!options_.host.empty()) tcp_ = listen(net::Endpoint{net::Endpoint::Kind::tcp, options_.host, options_.port, ""}, auth, connection);
     if (!options_.unix_path.empty())
       unix_ = listen(net::Endpoint{net::Endpoint::Kind::unix_socket, "", 0, options_.unix_path}, auth, connection);

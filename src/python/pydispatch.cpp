@@ -289,6 +289,15 @@ void Dispatcher::on_request(const std::shared_ptr<rpc::Connection>& connection, 
   Gil gil;
   dispatch(connection, frame);
   if (PyErr_Occurred()) PyErr_Clear();
+  // A request that ran after its connection closed (it was queued, or oneway) may have made the
+  // state's Channel again, which owns the connection: cleared here, or the three keep each other.
+  auto* state = static_cast<ConnectionState*>(connection->attachment());
+  bool closed;
+  {
+    std::lock_guard lock(state->stream_mutex);
+    closed = state->closed;
+  }
+  if (closed) state->clear();
 }
 
 void Dispatcher::dispatch(const std::shared_ptr<rpc::Connection>& connection, wire::Frame& frame) {
