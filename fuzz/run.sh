@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer targets with clang and runs one: bash fuzz/run.sh frame|payload [seconds]
+# Builds the libFuzzer targets with clang and runs one: bash fuzz/run.sh frame|payload|handshake|template [seconds]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target=${1:-frame}
 seconds=${2:-60}
 command -v clang++ >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang >/dev/null; }
-cmake -S . -B build/fuzz -G Ninja -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+cmake -S . -B build/fuzz -G Ninja -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=Release \
   -DTETHER_BUILD_FUZZ=ON -DTETHER_BUILD_TESTS=OFF -DTETHER_BUILD_BENCH=OFF -DTETHER_BUILD_PYTHON=OFF >/dev/null
 ninja -C build/fuzz "${target}_fuzz"
 mkdir -p build/fuzz/corpus-"$target"

@@ -328,7 +328,10 @@ void Dispatcher::dispatch(const std::shared_ptr<rpc::Connection>& connection, wi
   PyObject* target = nullptr;  // borrowed from the entry, which held_entry keeps alive
   PyObject* entry = nullptr;   // (target, mode, methods, oneway, streams) for published objects
   PyRef held_entry;
-  PyObject* channel = channel_for(connection);
+  // Held for the whole call: the state's reference goes when the connection closes (on_closed, or
+  // on_request after a request that ran late), which may happen while this call has the GIL released.
+  PyRef held_channel(Py_XNewRef(channel_for(connection)));
+  PyObject* channel = held_channel.p;
   if (!object_name.empty() && object_name[0] == '#') {
     PyObject* key = PyLong_FromString(object_name.c_str() + 1, nullptr, 10);
     PyObject* exported = key && state->exports ? PyDict_GetItem(state->exports, key) : nullptr;  // (object, methods)
