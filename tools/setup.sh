@@ -9,6 +9,7 @@ need_apt=()
 [ -f /usr/include/msgpack.hpp ] || need_apt+=(libmsgpack-cxx-dev)
 [ -d /usr/include/gtest ] || need_apt+=(libgtest-dev)
 [ -f /usr/include/openssl/hmac.h ] || need_apt+=(libssl-dev)
+[ -f /usr/include/sqlite3.h ] || need_apt+=(libsqlite3-dev)
 command -v ninja >/dev/null || need_apt+=(ninja-build)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing Debian packages: ${need_apt[*]}"

@@ -67,7 +67,7 @@ def _services(args) -> int:
         return 2
     # The daemon watches our end of its stdin: it stops with this process, however that ends.
     command = [launcher.tetherd_path(), "--services-only", "--host", args.host, "--port", str(args.port), "--watch-stdin",
-               *launcher.tls_arguments(_tls_from(args))]
+               *launcher.tls_arguments(_tls_from(args)), *(["--state-dir", args.state_dir] if args.state_dir else [])]
     daemon = subprocess.Popen(command, env=dict(os.environ, TETHER_SECRET=secret), stdout=subprocess.PIPE,
                               stdin=subprocess.PIPE)
     ready = daemon.stdout.readline().decode()
@@ -94,6 +94,9 @@ def _start(args) -> int:
         if not secret:
             print("tether start: joining a cluster needs its secret in TETHER_SECRET", file=sys.stderr)
             return 2
+    if args.state_dir and args.address:
+        print("tether start: --state-dir is for the head (--head), which keeps the cluster's state", file=sys.stderr)
+        return 2
     if args.head and record and _alive(record.get("pid")):
         print(f"tether start: a cluster is already running at {record['address']} (tether stop first)", file=sys.stderr)
         return 1
@@ -103,7 +106,8 @@ def _start(args) -> int:
             raise ValueError("--resources must be a JSON object such as '{\"gpu\": 2}'")
         port = args.port if args.port is not None else (0 if args.address else 6380)
         info = launcher.start_detached(args.host, port, args.num_cpus, resources, args.object_store_memory,
-                                       secret=secret, join=args.address, tls=_tls_from(args))
+                                       secret=secret, join=args.address, tls=_tls_from(args),
+                                       state_dir=args.state_dir)
     except (ValueError, RuntimeError) as exc:
         print(f"tether start: {exc}", file=sys.stderr)
         return 1
@@ -241,6 +245,7 @@ def main(argv=None) -> int:
     services.add_argument("--host", default="127.0.0.1")
     services.add_argument("--port", type=int, default=9091)
     services.add_argument("--secret", default=None, help="shared secret (default: $TETHER_SECRET)")
+    services.add_argument("--state-dir", default=None, help="keep names, tuple spaces and retained values here")
     _add_tls_options(services, "server")
     services.set_defaults(run=_services)
 
@@ -252,6 +257,8 @@ def main(argv=None) -> int:
     start.add_argument("--num-cpus", type=int, default=None)
     start.add_argument("--resources", default=None, help='custom resources as JSON, e.g. \'{"gpu": 1}\'')
     start.add_argument("--object-store-memory", type=int, default=None, help="bytes of shared memory for objects")
+    start.add_argument("--state-dir", default=None,
+                       help="keep the head's names, tuple spaces and retained topic values here, across restarts")
     _add_tls_options(start, "node")
     start.set_defaults(run=_start)
 

@@ -1,6 +1,9 @@
 // NameService: names to URIs with tags, and the sweep of dead servers (see name_service.hpp).
 #include "cluster/name_service.hpp"
 
+#include <iostream>
+#include <optional>
+
 #include "net/address.hpp"
 
 namespace tether::cluster {
@@ -95,7 +98,9 @@ void NameService::register_name(Call&& call) {
     return fail_value(call, "not a tether URI: " + (uri ? std::string(*uri) : std::string("(not a str)")));
   auto tags = tags_of(call.param(2, "metadata"));
   if (!tags) return fail_value(call, tags.error().message);
-  entries_[std::string(*name)] = Entry{std::string(*uri), std::move(*tags)};
+  Entry entry{std::string(*uri), std::move(*tags)};
+  if (auto kept = keep(std::string(*name), entry); !kept) return call.fail(kept.error());
+  entries_[std::string(*name)] = std::move(entry);
   call.reply_nil();
 }
 
@@ -153,6 +158,7 @@ void NameService::metadata(Call&& call) {
 void NameService::remove(Call&& call) {
   auto name = service::as_str(call.param(0, "name"), "name");
   bool removed = name && entries_.erase(std::string(*name)) > 0;
+  if (removed) forget(std::string(*name));
   ReplyBuilder reply;
   reply.packer().pack(removed);
   call.reply(std::move(reply));
@@ -169,7 +175,10 @@ void NameService::sweep(std::function<void()> done) {
     check_uri(io_, entry.uri, [this, remaining, finished, name = name, uri = entry.uri](bool alive) {
       auto it = entries_.find(name);
       // An entry registered again meanwhile (another URI) is not this check's to remove.
-      if (!alive && it != entries_.end() && it->second.uri == uri) entries_.erase(it);
+      if (!alive && it != entries_.end() && it->second.uri == uri) {
+        entries_.erase(it);
+        forget(name);
+      }
       if (--*remaining == 0 && *finished) (*finished)();
     });
   }
@@ -181,6 +190,53 @@ void NameService::arm_sweep() {
     if (ec) return;
     sweep([this] { arm_sweep(); });
   });
+}
+
+// ---- the state store: value = the URI, then each tag, each as u32 length + bytes ----
+
+namespace {
+
+void put_text(std::string& out, const std::string& text) {
+  for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<char>((text.size() >> shift) & 0xff));
+  out += text;
+}
+
+std::optional<std::string> take_text(std::string_view& in) {
+  if (in.size() < 4) return std::nullopt;
+  std::size_t length = 0;
+  for (int i = 0; i < 4; ++i) length = (length << 8) | static_cast<unsigned char>(in[i]);
+  in.remove_prefix(4);
+  if (in.size() < length) return std::nullopt;
+  std::string text(in.substr(0, length));
+  in.remove_prefix(length);
+  return text;
+}
+
+}  // namespace
+
+void NameService::keep_in(state::StateStore& store) {
+  store_ = &store;
+  for (const auto& [name, value] : store.load("names")) {
+    std::string_view in(value);
+    auto uri = take_text(in);
+    if (!uri) continue;  // a record this version did not write
+    Entry entry{std::move(*uri), {}};
+    while (auto tag = take_text(in)) entry.tags.insert(std::move(*tag));
+    entries_[name] = std::move(entry);
+  }
+}
+
+Status NameService::keep(const std::string& name, const Entry& entry) {
+  if (!store_) return ok_status();
+  std::string value;
+  put_text(value, entry.uri);
+  for (const auto& tag : entry.tags) put_text(value, tag);
+  return store_->put("names", name, value);
+}
+
+void NameService::forget(const std::string& name) {
+  if (!store_) return;
+  if (auto status = store_->erase("names", name); !status) std::cerr << "names: " << status.error().message << std::endl;
 }
 
 }  // namespace tether::cluster

@@ -11,6 +11,7 @@
 
 #include <asio.hpp>
 
+#include "state/state_store.hpp"
 #include "service/service.hpp"
 
 namespace tether::cluster {
@@ -23,6 +24,9 @@ class NameService final : public service::Service {
   void sweep(std::function<void()> done = {});
   std::size_t size() const { return entries_.size(); }
   void stop() { sweep_timer_.cancel(); }  // no more sweeps (the daemon is ending); io thread
+  // Keeps the entries in `store` (the head's --state-dir) from now on, before `register` and
+  // `remove` answer; loads those it holds first (the sweep then drops entries of dead servers).
+  void keep_in(state::StateStore& store);
 
  private:
   struct Entry {
@@ -37,11 +41,14 @@ class NameService final : public service::Service {
   void remove(service::Call&& call);
   void reply_entries(service::Call& call, const std::function<bool(const std::string&, const Entry&)>& keep);
   void arm_sweep();
+  Status keep(const std::string& name, const Entry& entry);
+  void forget(const std::string& name);
 
   asio::io_context& io_;
   std::chrono::milliseconds sweep_interval_;
   asio::steady_timer sweep_timer_;
   std::map<std::string, Entry> entries_;
+  state::StateStore* store_ = nullptr;  // none unless the head keeps its state
 };
 
 }  // namespace tether::cluster

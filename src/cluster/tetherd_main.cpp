@@ -15,6 +15,7 @@
 #include "cluster/node.hpp"
 #include "net/address.hpp"
 #include "net/tls.hpp"
+#include "state/state_store.hpp"
 #include "rpc/listener.hpp"
 #include "rpc/runtime.hpp"
 #include "service/service.hpp"
@@ -43,6 +44,7 @@ struct Arguments {
   double node_timeout_seconds = 10;
   bool services_only = false;  // the name server, tuple spaces, topics and groups without a cluster
   net::TlsConfig tls;          // --tls-cert/--tls-key/--tls-ca/--tls-mutual: every TCP link of the node
+  std::filesystem::path state_dir;  // --state-dir: the head keeps names, tuples and retained values there
 };
 
 [[noreturn]] void usage(const std::string& problem) {
@@ -51,7 +53,7 @@ struct Arguments {
                "               [--session-dir DIR] [--secret-file FILE] [--python PATH] [--object-store-memory BYTES]\n"
                "               [--prestart-workers N] [--idle-worker-timeout SECONDS] [--ns-sweep-interval SECONDS]\n"
                "               [--node-timeout SECONDS] [--watch-stdin]\n"
-               "               [--tls-cert FILE --tls-key FILE [--tls-ca FILE] [--tls-mutual]]\n"
+               "               [--tls-cert FILE --tls-key FILE [--tls-ca FILE] [--tls-mutual]] [--state-dir DIR]\n"
                "       tetherd --services-only [--host H] [--port P] [--secret-file FILE] [--ns-sweep-interval SECONDS]\n"
                "               (the name server, tuple spaces, topics and groups, standalone: no node, no workers)\n"
                "The secret comes from --secret-file, else $TETHER_SECRET, else (for a head) a new one is written\n"
@@ -102,10 +104,12 @@ Arguments parse(int argc, char** argv) {
     else if (arg == "--tls-key") a.tls.key_file = value();
     else if (arg == "--tls-ca") a.tls.ca_file = value();
     else if (arg == "--tls-mutual") a.tls.require_client_certificate = true;
+    else if (arg == "--state-dir") a.state_dir = value();
     else usage("unknown option " + arg);
   }
   if (head == !a.join.empty()) usage("give exactly one of --head (start a cluster), --address (join one) and --services-only");
   if (a.port > 65535) usage("--port must be at most 65535");
+  if (!a.state_dir.empty() && !a.join.empty()) usage("--state-dir is for the head, whose state it keeps");
   if (a.num_cpus == 0) a.num_cpus = std::max(1u, std::thread::hardware_concurrency());
   a.resources["CPU"] = a.num_cpus;
   return a;
@@ -277,6 +281,12 @@ int main(int argc, char** argv) {
   std::unique_ptr<tuplespace::TupleSpaces> spaces;  // and its tuple spaces
   std::unique_ptr<topics::Topics> topics;           // and its topics
   std::unique_ptr<groups::Groups> groups;           // and its process groups
+  std::unique_ptr<state::StateStore> state_store;  // the head's names, tuples and retained values
+  if (!args.state_dir.empty()) {
+    auto opened = state::open_state_store(args.state_dir);
+    if (!opened) usage(opened.error().message);
+    state_store = std::move(*opened);
+  }
   std::promise<void> built;
   asio::post(runtime->context(), [&] {
     if (!args.services_only) {
@@ -291,6 +301,11 @@ int main(int argc, char** argv) {
       host->add(*spaces);
       topics = std::make_unique<topics::Topics>();
       host->add(*topics);
+      if (state_store) {  // what the last head kept comes back before anyone can connect
+        names->keep_in(*state_store);
+        spaces->keep_in(*state_store);
+        topics->keep_in(*state_store);
+      }
       groups = std::make_unique<groups::Groups>(runtime->context());
       host->add(*groups);
     } else {

@@ -92,8 +92,16 @@ void Topics::publish(Call&& call) {
     return refuse(call, Error{ErrorKind::bad_request, "the value is larger than the limit of " + std::to_string(limits_.max_value_bytes) + " bytes"});
   if (retain && !retained_.count(*subject) && retained_.size() >= limits_.max_retained)
     return refuse(call, Error{ErrorKind::overloaded, "too many retained subjects (at most " + std::to_string(limits_.max_retained) + ")"});
+  std::string encoded(buffer.data(), buffer.size());
+  if (retain && store_)
+    if (auto kept = store_->put("retained", *subject, encoded); !kept) return refuse(call, kept.error());
   call.reply_nil();
-  deliver(*subject, std::string(buffer.data(), buffer.size()), retain);
+  deliver(*subject, encoded, retain);
+}
+
+void Topics::keep_in(state::StateStore& store) {
+  store_ = &store;
+  for (auto& [subject, value] : store.load("retained")) retained_[subject] = std::move(value);
 }
 
 // subscribe(pattern, sink) -> subscription id. The retained values of matching subjects follow at

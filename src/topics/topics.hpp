@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "state/state_store.hpp"
 #include "service/service.hpp"
 
 namespace tether::topics {
@@ -32,6 +33,10 @@ class Topics final : public service::Service {
   explicit Topics(Limits limits = {});
   void on_connection_closed(rpc::Connection& connection) override;
   std::size_t retained() const { return retained_.size(); }
+  // Keeps retained values of published subjects in `store` (the head's --state-dir) from now on,
+  // before `publish` answers; loads those it holds first. Presence is not kept: it belongs to
+  // connections, which a restart ends.
+  void keep_in(state::StateStore& store);
 
  private:
   struct Subscription {
@@ -60,6 +65,7 @@ class Topics final : public service::Service {
   Result<std::string> subject_of(const service::Call& call, std::size_t index, bool pattern) const;
 
   Limits limits_;
+  state::StateStore* store_ = nullptr;  // none unless the head keeps its state
   std::map<std::uint64_t, Subscription> subscriptions_;
   std::map<std::string, std::string> retained_;  // subject -> encoded value
   std::map<std::uint64_t, Announcement> announcements_;

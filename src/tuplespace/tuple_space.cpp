@@ -2,6 +2,9 @@
 // tuple_space.hpp).
 #include "tuplespace/tuple_space.hpp"
 
+#include <iostream>
+#include <optional>
+
 
 namespace tether::tuplespace {
 
@@ -203,6 +206,7 @@ void TupleSpaces::out(Call&& call) {
   if (!lease) return refuse(call, lease.error());
   if (*lease) tuple->expires = Clock::now() + duration_of(**lease);
   tuple->seq = next_seq_++;
+  if (auto kept = keep(**space, *tuple); !kept) return refuse(call, kept.error());  // durable before the answer
   call.reply_nil();
   offer(**space, std::move(*tuple));
 }
@@ -344,7 +348,7 @@ void TupleSpaces::offer(Space& space, Tuple tuple) {
     deliver(*it->call, tuple);
     bool taken = it->take;
     it = space.waiters.erase(it);
-    if (taken) return;
+    if (taken) return forget(space, tuple.seq);
   }
   store(space, std::move(tuple));
 }
@@ -382,6 +386,7 @@ void TupleSpaces::remove(Space& space, std::uint64_t seq) {
   }
   erase_from(space.by_arity, arity);
   space.tuples.erase(it);
+  forget(space, seq);
 }
 
 void TupleSpaces::deliver(Call& call, const Tuple& tuple) {
@@ -423,6 +428,93 @@ void TupleSpaces::expire_leases() {
     if (space != spaces_.end()) remove(space->second, seq);  // gone already if it was taken
   }
   arm_lease_timer();
+}
+
+// ---- the state store (--state-dir) ----
+// A record: key = u16 name length, name, u64 seq (big-endian, so a space's tuples load in order);
+// value = i64 lease expiry in Unix milliseconds (0: none), then each field as u32 length + bytes.
+
+namespace {
+
+void put_big_endian(std::string& out, std::uint64_t value, int bytes) {
+  for (int i = bytes - 1; i >= 0; --i) out.push_back(static_cast<char>((value >> (8 * i)) & 0xff));
+}
+
+std::optional<std::uint64_t> get_big_endian(std::string_view& in, int bytes) {
+  if (in.size() < static_cast<std::size_t>(bytes)) return std::nullopt;
+  std::uint64_t value = 0;
+  for (int i = 0; i < bytes; ++i) value = (value << 8) | static_cast<unsigned char>(in[i]);
+  in.remove_prefix(bytes);
+  return value;
+}
+
+std::int64_t unix_ms(std::chrono::system_clock::time_point at) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(at.time_since_epoch()).count();
+}
+
+}  // namespace
+
+void TupleSpaces::keep_in(state::StateStore& store) {
+  store_ = &store;
+  for (const auto& [key, value] : store.load("tuples")) restore_record(key, value);
+}
+
+std::string TupleSpaces::record_key(const std::string& space, std::uint64_t seq) {
+  std::string key;
+  put_big_endian(key, space.size(), 2);
+  key += space;
+  put_big_endian(key, seq, 8);
+  return key;
+}
+
+Status TupleSpaces::keep(const Space& space, const Tuple& tuple) {
+  if (!store_) return ok_status();
+  std::string value;
+  std::int64_t expiry = 0;
+  if (tuple.expires)  // a steady-clock deadline, kept as wall-clock time so it means the same after a restart
+    expiry = unix_ms(std::chrono::system_clock::now()) +
+             std::chrono::duration_cast<std::chrono::milliseconds>(*tuple.expires - Clock::now()).count();
+  put_big_endian(value, static_cast<std::uint64_t>(expiry), 8);
+  for (const auto& field : tuple.fields) {
+    put_big_endian(value, field.size(), 4);
+    value += field;
+  }
+  return store_->put("tuples", record_key(space.name, tuple.seq), value);
+}
+
+void TupleSpaces::forget(const Space& space, std::uint64_t seq) {
+  if (!store_) return;
+  if (auto status = store_->erase("tuples", record_key(space.name, seq)); !status)
+    std::cerr << "tuplespace: " << status.error().message << std::endl;  // it comes back after a restart
+}
+
+void TupleSpaces::restore_record(const std::string& key, const std::string& value) {
+  std::string_view k(key), v(value);
+  auto name_length = get_big_endian(k, 2);
+  if (!name_length || k.size() != *name_length + 8) return;
+  std::string name(k.substr(0, *name_length));
+  k.remove_prefix(*name_length);
+  auto seq = get_big_endian(k, 8);
+  auto expiry = get_big_endian(v, 8);
+  if (!seq || !expiry) return;
+  Tuple tuple;
+  tuple.seq = *seq;
+  while (!v.empty()) {
+    auto length = get_big_endian(v, 4);
+    if (!length || v.size() < *length) return;  // a record this version did not write: skipped
+    tuple.fields.emplace_back(v.substr(0, *length));
+    tuple.types.push_back(type_of(tuple.fields.back()));
+    v.remove_prefix(*length);
+  }
+  auto& space = spaces_[name];
+  space.name = name;
+  next_seq_ = std::max(next_seq_, *seq + 1);
+  if (*expiry != 0) {
+    auto left = static_cast<std::int64_t>(*expiry) - unix_ms(std::chrono::system_clock::now());
+    if (left <= 0) return forget(space, *seq);  // its lease ended while the head was down
+    tuple.expires = Clock::now() + std::chrono::milliseconds(left);
+  }
+  store(space, std::move(tuple));
 }
 
 }  // namespace tether::tuplespace

@@ -18,6 +18,7 @@
 #include <asio.hpp>
 
 #include "service/service.hpp"
+#include "state/state_store.hpp"
 
 namespace tether::tuplespace {
 
@@ -52,6 +53,9 @@ class TupleSpaces final : public service::Service {
   std::size_t size(const std::string& space) const;  // tuples alive in `space`
   // Cancels the timers (leases, waiting timeouts), so the io context can end; io thread.
   void stop();
+  // Keeps tuples in `store` (the head's --state-dir) from now on: a tuple is there before `out`
+  // answers and leaves when it is taken or its lease ends. Loads the tuples the store holds first.
+  void keep_in(state::StateStore& store);
 
  private:
   struct Tuple {
@@ -104,6 +108,10 @@ class TupleSpaces final : public service::Service {
   void expire_leases();
   void arm_lease_timer();
   static std::string first_key(const Tuple& tuple);
+  static std::string record_key(const std::string& space, std::uint64_t seq);
+  Status keep(const Space& space, const Tuple& tuple);
+  void forget(const Space& space, std::uint64_t seq);
+  void restore_record(const std::string& key, const std::string& value);
   static bool matches(const std::vector<Pattern>& pattern, const Tuple& tuple, Clock::time_point now);
 
   asio::io_context& io_;
@@ -113,6 +121,7 @@ class TupleSpaces final : public service::Service {
   asio::steady_timer lease_timer_;
   std::uint64_t next_seq_ = 1;
   std::uint64_t next_watch_ = 1;
+  state::StateStore* store_ = nullptr;  // none unless the head keeps its state
 };
 
 }  // namespace tether::tuplespace

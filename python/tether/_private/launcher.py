@@ -144,7 +144,8 @@ def start_embedded(num_cpus=None, resources=None, object_store_memory=None, join
     return daemon, info
 
 
-def start_detached(host, port, num_cpus, resources, object_store_memory, secret=None, join=None, tls=None) -> dict:
+def start_detached(host, port, num_cpus, resources, object_store_memory, secret=None, join=None, tls=None,
+                   state_dir=None) -> dict:
     """`tether start --head` (or `--address`, with `join`): a daemon that outlives this process;
     its output goes to a log file. A head is recorded for status, stop and init("auto")."""
     secret = secret or os.environ.get("TETHER_SECRET") or secrets.token_hex(32)
@@ -152,6 +153,8 @@ def start_detached(host, port, num_cpus, resources, object_store_memory, secret=
     record.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     log_path = record.parent / f"tetherd-{int(time.time())}-{os.getpid()}.log"
     command = daemon_command(num_cpus, resources, object_store_memory, host, port, join=join, tls=tls)
+    if state_dir:
+        command += ["--state-dir", os.path.abspath(state_dir)]
     env = dict(os.environ, TETHER_SECRET=secret, PYTHONPATH=worker_pythonpath(), **tls_environment(tls))
     with open(log_path, "wb") as log:
         daemon = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
