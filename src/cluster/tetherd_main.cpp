@@ -197,6 +197,15 @@ int main(int argc, char** argv) {
   std::error_code ec;
   std::filesystem::create_directories(args.session_dir, ec);
   if (ec) usage("cannot create the session directory " + args.session_dir.string() + ": " + ec.message());
+  // The node's socket, its secret and its spill files are in it: the user's own, nobody else's.
+  if (own_session_dir) std::filesystem::permissions(args.session_dir, std::filesystem::perms::owner_all, ec);
+  // A daemon that cannot start leaves nothing behind: its own session directory goes with it.
+  auto fail_start = [&](const std::string& why) {
+    std::cerr << "tetherd: " << why << std::endl;
+    std::error_code ignored;
+    if (own_session_dir) std::filesystem::remove_all(args.session_dir, ignored);
+    return 1;
+  };
   auto secret = read_secret(args, args.session_dir);
   auto socket_path = (args.session_dir / "node.sock").string();
   std::filesystem::remove(socket_path, ec);
@@ -241,8 +250,7 @@ int main(int argc, char** argv) {
   // after its first report.
   auto tcp = rpc::Listener::listen(*runtime, *tcp_endpoint, auth, connection_options, host);
   if (!tcp) {
-    std::cerr << "tetherd: " << tcp.error().message << std::endl;
-    return 1;
+    return fail_start(tcp.error().message);
   }
   node_options.address = (*tcp)->endpoint().to_string();
   // Between nodes, silence means a node (or its machine) is gone: the head drops a node that does
@@ -255,8 +263,7 @@ int main(int argc, char** argv) {
   if (!args.join.empty()) {
     auto result = join_cluster(*runtime, args, node_options.address, auth, peer_options, host);
     if (!result) {
-      std::cerr << "tetherd: cannot join the cluster at " << args.join << ": " << result.error().message << std::endl;
-      return 1;
+      return fail_start("cannot join the cluster at " + args.join + ": " + result.error().message);
     }
     joined = std::move(*result);
     node_options.node_id = joined.node_id;
@@ -321,8 +328,7 @@ int main(int argc, char** argv) {
   });
   auto local = rpc::Listener::listen(*runtime, unix_endpoint, auth, connection_options, host);
   if (!local) {
-    std::cerr << "tetherd: " << local.error().message << std::endl;
-    return 1;
+    return fail_start(local.error().message);
   }
   std::cout << "TETHERD READY tcp=" << (*tcp)->endpoint().to_string() << " unix=" << socket_path << " node=" << node_options.node_id
             << " session=" << session << " dir=" << args.session_dir.string() << " tls=" << (auth.tls ? 1 : 0) << std::endl;

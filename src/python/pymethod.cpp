@@ -144,6 +144,7 @@ PyObject* make(PyTypeObject* type, PyObject* args, PyObject* kwargs) {
 }
 
 int traverse(PyObject* object, visitproc visit, void* arg) {
+  Py_VISIT(Py_TYPE(object));  // instances of a heap type hold a reference to it
   Py_VISIT(reinterpret_cast<RemoteMethod*>(object)->proxy);
   return 0;
 }

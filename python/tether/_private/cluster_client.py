@@ -173,6 +173,11 @@ class ClusterClient:
                 return
             self._counts.pop(object_id, None)
             self._answers.pop(object_id, None)
+            if self.closed or sys.is_finalizing():
+                # The node let go of everything this process held when it disconnected, or will when
+                # the process ends. No thread is started then: at interpreter exit, where the
+                # ObjectRefs in module globals are dropped, Thread.start() would wait for ever.
+                return
             # Releases go out together: with this process's next request, when many gathered,
             # or within _RELEASE_DELAY. Late is safe, early is not.
             self._releases.append(object_id)
