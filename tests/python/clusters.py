@@ -18,6 +18,18 @@ def own_cluster(num_cpus: int):
     tether.shutdown()
 
 
+def stop_daemon(process, timeout=30):
+    """Stops a daemon started with --watch-stdin as its starter does (closing its stdin), if it
+    still runs; kills it when it does not stop in time."""
+    if process.poll() is None:
+        process.stdin.close()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=timeout)
+
+
 class Node:
     """A tetherd that joined this process's head (the cluster of tether.init()) on this machine;
     ended by `kill` (SIGKILL) or `stop`, after which `remove_leftovers` removes what a killed daemon
@@ -41,13 +53,7 @@ class Node:
 
     def stop(self, remove_leftovers=True):
         """Stops the daemon as its starter does (closing its stdin), if it still runs."""
-        if self.process.poll() is None:
-            self.process.stdin.close()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_daemon(self.process)
         if remove_leftovers:
             self.remove_leftovers()
 

@@ -142,6 +142,18 @@ class Child:
             self.proc.stdin.close()
         return self.proc.wait(timeout=timeout)
 
+    def end(self, timeout=5):
+        """Closes its stdin (its signal to stop) and waits for it; kills it when it does not stop."""
+        try:
+            if self.proc.stdin and not self.proc.stdin.closed:
+                self.proc.stdin.close()
+        except OSError:
+            pass  # it has gone already
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
     def kill(self):
         if self.proc.poll() is None:
             self.proc.kill()
@@ -161,13 +173,5 @@ def spawn():
 
     yield start
     for child in children:
-        if child.proc.stdin and not child.proc.stdin.closed:
-            try:
-                child.proc.stdin.close()
-            except OSError:
-                pass
-        try:
-            child.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            child.kill()
+        child.end(timeout=5)
 

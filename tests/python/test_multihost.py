@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 import tether
+from clusters import stop_daemon
 from conftest import Child, child_env
 from polling import eventually
 from tether._private import launcher
@@ -153,13 +154,7 @@ class Daemon:
         return self.info["address"]
 
     def stop(self):
-        if self.process.poll() is None:
-            self.process.stdin.close()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=30)
+        stop_daemon(self.process)
         launcher.remove_leftovers(self.info)
         if self.session_dir:
             shutil.rmtree(self.session_dir, ignore_errors=True)
@@ -198,15 +193,7 @@ class Lab:
 
     def close(self):
         for child in self.programs:
-            if child.proc.stdin and not child.proc.stdin.closed:
-                try:
-                    child.proc.stdin.close()
-                except OSError:
-                    pass
-            try:
-                child.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                child.kill()
+            child.end(timeout=10)
         for daemon in reversed(self.daemons):
             daemon.stop()
 
