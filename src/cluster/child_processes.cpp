@@ -4,9 +4,12 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <thread>
@@ -68,6 +71,11 @@ Result<int> ChildProcesses::spawn(const std::vector<std::string>& argv, const st
   for (const auto& e : environment) c_env.push_back(const_cast<char*>(e.c_str()));
   c_env.push_back(nullptr);
   pid_t parent = getpid();
+  // The daemon's own descriptors (its listening sockets, its connections) are not the child's: a
+  // worker holding them would keep a port bound, or a peer's connection open, after the daemon died.
+  rlimit files{};
+  int highest_fd = getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur != RLIM_INFINITY
+                       ? static_cast<int>(std::min<rlim_t>(files.rlim_cur, 1 << 20)) : 65536;
 
   pid_t pid = fork();
   if (pid < 0) return Error{ErrorKind::failed, std::string("fork: ") + std::strerror(errno)};
@@ -78,6 +86,8 @@ Result<int> ChildProcesses::spawn(const std::vector<std::string>& argv, const st
     dup2(err_pipe[1], STDERR_FILENO);
     int null_fd = open("/dev/null", O_RDONLY);
     if (null_fd >= 0) dup2(null_fd, STDIN_FILENO);
+    if (syscall(SYS_close_range, 3u, ~0u, 0u) != 0)  // kernels before 5.9: one by one
+      for (int fd = 3; fd < highest_fd; ++fd) close(fd);
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);  // the daemon's blocked signals are not the child's

@@ -59,6 +59,7 @@ Node::Node(asio::io_context& io, NodeOptions options, store::ObjectStore& store)
 Node::~Node() { stop_workers(std::chrono::milliseconds(0)); }
 
 void Node::stop_workers(std::chrono::milliseconds grace) {
+  stopping_ = true;
   reaper_.cancel();
   reporter_.cancel();
   // Closing runs on_connection_closed at once, which removes the worker or peer: collect first.

@@ -21,6 +21,7 @@
 #include "cluster/child_processes.hpp"
 #include "cluster/object_table.hpp"
 #include "service/service.hpp"
+#include "state/state_store.hpp"
 #include "store/object_store.hpp"
 
 namespace tether::cluster {
@@ -74,8 +75,13 @@ class Node final : public service::Service {
   void attach_to_head(std::shared_ptr<rpc::Connection> head, const std::vector<NodeInfo>& directory);
   // Reads the directory in an answer to node.join or node.report.
   static Result<std::vector<NodeInfo>> read_directory(const msgpack::object& nodes);
+  // The daemon is stopping: actors that end from now on are not forgotten by the state directory.
+  void mark_stopping() { stopping_ = true; }
   // Stops every worker (blocking, bounded by `grace`).
   void stop_workers(std::chrono::milliseconds grace);
+  // The head with --state-dir: detached actors are kept in `store` while they live, and the ones
+  // it holds are made again now (node_kept_actors.cpp). Call once, on the io thread, at start.
+  void keep_actors_in(state::StateStore& store);
 
  public:
   using BytesOf = std::function<Result<std::span<const std::byte>>(const msgpack::object&)>;
@@ -159,6 +165,13 @@ class Node final : public service::Service {
   void reap_idle_workers();
   void arm_reaper();
 
+  // detached actors kept across a restart of the head (node_kept_actors.cpp)
+  bool keep_actor(const Actor& actor);  // false: the store failed
+  void forget_kept_actor(const Actor& actor);
+  void forget_kept_actor_key(const std::string& key);
+  Status restore_actor(const std::string& key, const std::string& record);
+  void restore_waiting_actors();
+
   // other nodes (node_peers.cpp)
   void join(service::Call&& call);
   void peer(service::Call&& call);
@@ -236,6 +249,9 @@ class Node final : public service::Service {
   bool output_flush_posted_ = false;
   std::size_t starting_task_workers_ = 0;
   std::size_t failed_worker_starts_ = 0;  // in a row: after a few, waiting tasks fail instead
+  state::StateStore* actor_store_ = nullptr;  // the head with --state-dir
+  std::vector<std::unique_ptr<Actor>> waiting_to_restore_;  // kept actors no node has room for yet
+  bool stopping_ = false;  // the daemon stops: its actors end, but kept ones are not forgotten
 };
 
 }  // namespace tether::cluster

@@ -51,8 +51,10 @@ void Node::create_actor(Call&& call) {
     return;
   }
   task->actor = actor->id;
-  task->caller.emplace(std::move(call));
   actor->creation = task;
+  if (options_.head && !keep_actor(*actor))
+    return call.fail(ErrorKind::failed, "detached actor " + actor->class_name + ": the state directory could not keep it");
+  task->caller.emplace(std::move(call));
   if (actor->name.empty() || options_.head) return place_actor(std::move(actor));
   // Names are the cluster's: the head reserves this one first.
   ReplyBuilder request;
@@ -274,6 +276,7 @@ void Node::actor_died(Actor& actor, const std::string& why) {
   }
   actor.state = Actor::State::dead;
   actor.death_reason = why;
+  forget_kept_actor(actor);
   // An actor another node placed here: that node's stand-in dies too (and gives its name back).
   if (auto owner = clients_.find(actor.owner); owner != clients_.end() && owner->second->peer) {
     ReplyBuilder request;

@@ -129,8 +129,10 @@ void Node::report(Call&& call) {
   if (!available) return call.fail(available.error());
   if (auto it = peers_.find(client->peer); it != peers_.end()) {
     it->second->info.available = *available;
+    bool first = !it->second->ready;
     it->second->ready = true;  // listed, and given tasks, from its first report on
     it->second->last_heard = Clock::now();
+    if (first && !waiting_to_restore_.empty()) restore_waiting_actors();  // kept actors it has room for
   }
   ReplyBuilder reply;
   reply.packer().pack_map(1);

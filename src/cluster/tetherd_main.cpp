@@ -312,6 +312,7 @@ int main(int argc, char** argv) {
         names->keep_in(*state_store);
         spaces->keep_in(*state_store);
         topics->keep_in(*state_store);
+        if (node) node->keep_actors_in(*state_store);
       }
       groups = std::make_unique<groups::Groups>(runtime->context());
       host->add(*groups);
@@ -346,6 +347,14 @@ int main(int argc, char** argv) {
   }
   stop_requested.get_future().get();
 
+  // Before the listeners close (which ends the workers' connections): actors end from here on
+  // because the daemon stops, not because they died, and the head keeps its detached ones.
+  std::promise<void> marked;
+  asio::post(runtime->context(), [&] {
+    if (node) node->mark_stopping();
+    marked.set_value();
+  });
+  marked.get_future().get();
   (*tcp)->close("the node is shutting down");
   (*local)->close("the node is shutting down");
   std::promise<void> stopped;

@@ -625,6 +625,35 @@ def test_resources_no_node_has(cluster):
     assert_cluster_works()
 
 
+@tether.remote
+def listening_sockets_held() -> list:
+    """The listening sockets (TCP or Unix) among this worker's open descriptors."""
+    listening = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A":  # LISTEN
+                listening.add(fields[9])
+    for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[3], 16) & 0x10000:  # __SO_ACCEPTCON: a listening Unix socket
+            listening.add(fields[6])
+    held = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:[") and target[8:-1] in listening:
+            held.append((fd, target))
+    return held
+
+
+def test_workers_do_not_inherit_the_daemons_sockets(cluster):
+    """A worker holding the daemon's listening socket would keep its port bound after the daemon died."""
+    assert tether.get(listening_sockets_held.remote(), timeout=TIMEOUT) == []
+
+
 def test_worker_crash_without_retries(cluster):
     """A task whose worker dies, with max_retries=0, fails with WorkerCrashedError."""
     with pytest.raises(tether.WorkerCrashedError):

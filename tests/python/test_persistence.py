@@ -129,6 +129,72 @@ def test_names_retained_values_and_leases_come_back(head):
     assert space.inp(("after", int)) == ("after", 1)
 
 
+# Drivers of the detached-actor test, each a process of its own that joins the head and leaves.
+ACTORS_BEFORE = """
+import sys, tether
+tether.init(address=sys.argv[1], secret=sys.argv[2], log_to_driver=False)
+
+@tether.remote
+class Counter:
+    def __init__(self, start):
+        self.value = start
+    def add(self, n):
+        self.value += n
+        return self.value
+
+kept = Counter.options(name="kept", lifetime="detached").remote(100)
+assert tether.get(kept.add.remote(5)) == 105
+Counter.options(name="temporary").remote(0)  # dies with this driver
+dropped = Counter.options(name="killed", lifetime="detached").remote(0)
+tether.get(dropped.add.remote(1))
+tether.kill(dropped)
+Counter.options(name="with_ref", lifetime="detached").remote(tether.put(7))  # its argument is not kept
+print(tether.get(tether.get_actor("with_ref").add.remote(1)), flush=True)
+tether.shutdown()
+"""
+
+ACTORS_AFTER = """
+import sys, tether
+tether.init(address=sys.argv[1], secret=sys.argv[2], log_to_driver=False)
+kept = tether.get_actor("kept")
+print("kept", tether.get(kept.add.remote(1)), flush=True)  # made again: its constructor ran anew
+for name in ("temporary", "killed", "with_ref"):
+    try:
+        tether.get_actor(name)
+        print(name, "alive", flush=True)
+    except ValueError:
+        print(name, "gone", flush=True)
+
+@tether.remote
+class Fresh:
+    def ping(self):
+        return "pong"
+
+fresh = Fresh.options(name="fresh-" + sys.argv[3], lifetime="detached").remote()  # new ids do not repeat kept ones
+print("fresh", tether.get(fresh.ping.remote()), flush=True)
+tether.shutdown()
+"""
+
+
+def run_driver(program, *args):
+    out = subprocess.run([sys.executable, "-c", program, *args], capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, PYTHONPATH=launcher.worker_pythonpath()))
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split("\n")
+
+
+def test_detached_actors_are_made_again_after_the_head_restarts(head):
+    assert run_driver(ACTORS_BEFORE, head.address, SECRET)[0] == "8"
+    head.kill()
+    head.start()
+    after = run_driver(ACTORS_AFTER, head.address, SECRET, "1")
+    assert after[:5] == ["kept 101", "temporary gone", "killed gone", "with_ref gone", "fresh pong"]
+    head.stop()  # a daemon that stops (SIGTERM) keeps its detached actors too
+    head.start()
+    after = run_driver(ACTORS_AFTER, head.address, SECRET, "2")
+    assert after[:5] == ["kept 101", "temporary gone", "killed gone", "with_ref gone", "fresh pong"]
+
+
 def test_state_dir_is_only_for_the_head(tmp_path):
     out = subprocess.run([launcher.tetherd_path(), "--address", "127.0.0.1:1", "--state-dir", str(tmp_path)],
                          capture_output=True, text=True, timeout=TIMEOUT)
