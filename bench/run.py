@@ -33,8 +33,10 @@ PEERS_DIR = BENCH_DIR / "peers"
 RAW_SOURCE = BENCH_DIR / "raw_pingpong.c"
 RAW_BINARY = BENCH_DIR / "raw_pingpong"  # ignored by .gitignore
 
-PEERS = ("tether", "pyro5", "rpyc")
-TITLES = {"tether": "tether", "pyro5": "Pyro5", "rpyc": "RPyC", "raw": "raw"}
+# tether_tls is tether over TLS: the price of encryption, shown beside the plain column (the targets
+# are the plain column's).
+PEERS = ("tether", "tether_tls", "pyro5", "rpyc")
+TITLES = {"tether": "tether", "tether_tls": "tether+TLS", "pyro5": "Pyro5", "rpyc": "RPyC", "raw": "raw"}
 OTHER_PEERS = ("pyro5", "rpyc")
 
 FULL = {"sync_calls": 20_000, "pipe_calls": 50_000, "big_bytes": 64 << 20, "reps": 3,
@@ -338,7 +340,7 @@ def cell(name, peer, row):
 
 
 def print_table(rows, peers):
-    header = ["benchmark", "tether", "Pyro5", "RPyC", "raw", "tether/best-peer", "tether/raw", "target", "met?"]
+    header = ["benchmark", "tether", "tether+TLS", "Pyro5", "RPyC", "raw", "tether/best-peer", "tether/raw", "target", "met?"]
     lines = []
     for row in rows:
         ratio = row["tether_over_best_peer"]

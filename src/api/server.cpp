@@ -12,7 +12,11 @@ class ServerCore {
  public:
   explicit ServerCore(ServerOptions options)
       : options_(std::move(options)),
-        home_(std::make_shared<ClientCore>(ClientOptions{options_.secret})),
+        home_(std::make_shared<ClientCore>([&] {
+          ClientOptions home;
+          home.secret = options_.secret;
+          return home;
+        }())),
         // One io thread more than methods may run at once, so one always reads (rpc::DispatchQueue):
         // a stream waiting for credit, or a method calling back its caller, needs a reader. (One
         // thread for everything, as Ice's default pool, would deadlock there.)

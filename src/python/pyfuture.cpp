@@ -77,8 +77,13 @@ void set_future_request_id(PyObject* future, std::uint64_t request_id) {
 
 void complete_future(PyObject* future, PyObject* outcome, bool is_exception) {
   auto& n = names();
-  // Nothing here runs Python code, so no other thread sees the future between the checks and the
-  // stores; a thread that starts waiting later takes the lock, finds it finished and returns.
+  // Nothing here may run Python code, so no other thread sees the future between the checks and
+  // the stores; a thread that starts waiting later takes the lock, finds it finished and returns.
+  // A store can allocate (the future's attribute dict), and in Python 3.11 an allocation can start
+  // the cyclic GC, whose finalizers run Python code and may hand the GIL to a thread waiting on this
+  // very future: it would change the future's dict while this store is half done (the soak crashed
+  // so). The GC waits until the stores are done.
+  int gc_was_enabled = PyGC_Disable();
   PyObject* contended = PyObject_GetAttr(future, n.contended);
   PyObject* state = contended == Py_False ? PyObject_GetAttr(future, n.state) : nullptr;
   bool fast = state == n.pending;
@@ -86,6 +91,7 @@ void complete_future(PyObject* future, PyObject* outcome, bool is_exception) {
   Py_XDECREF(state);
   PyErr_Clear();
   if (fast) fast = set_attr(future, is_exception ? n.exception : n.result, outcome) && set_attr(future, n.state, n.finished);
+  if (gc_was_enabled) PyGC_Enable();
   if (!fast) complete_slowly(future, outcome, is_exception);
   Py_DECREF(outcome);
 }

@@ -116,7 +116,7 @@ void OutFrame::finalize() {
 std::size_t OutFrame::wire_size() const { return kHeaderSize + meta.size() + header.body_length; }
 
 FrameDecoder::FrameDecoder(Limits limits, SegmentAllocator allocate_segment)
-    : limits_(limits), buffer_(kReadChunk), allocate_segment_(std::move(allocate_segment)) {}
+    : allocate_segment_(std::move(allocate_segment)), limits_(limits), buffer_(kReadChunk) {}
 
 std::span<std::byte> FrameDecoder::prepare() {
   if (large_ && !large_->segment_buffers.empty()) return segment_target();
