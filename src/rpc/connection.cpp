@@ -340,7 +340,7 @@ Status Connection::send(wire::OutFrame&& frame) {
     return Error{ErrorKind::bad_request, "a frame of " + std::to_string(frame.header.body_length) +
                                              " bytes is over the peer's limit of " + std::to_string(negotiated_.peer_max_body)};
   std::unique_lock lock(write_mutex_);
-  if (closed_.load(std::memory_order_acquire)) return Error{ErrorKind::disconnected, "connection is closed"};
+  if (!is_open()) return Error{ErrorKind::disconnected, "connection is closed"};
   last_sent_.store(now_ticks(), std::memory_order_relaxed);
   write_queue_.push_back(QueuedFrame{std::move(frame), 0});
   if (write_in_flight_) return ok_status();  // coalesced into the next write
@@ -366,6 +366,7 @@ Status Connection::write_queued(std::unique_lock<std::mutex>& lock) {
   auto buffers = gather(write_queue_);
   auto written = transport_->try_write(buffers);
   if (!written) {
+    broken_.store(true, std::memory_order_release);  // closed for new calls now; failed on the io loop
     lock.unlock();
     // Failed from the io loop, not here: the caller may be a service looping over its state, and
     // failing runs its close handler and the other calls' sinks, which change that state.

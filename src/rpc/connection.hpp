@@ -115,7 +115,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     Connection* previous_;
   };
 
-  bool is_open() const { return !closed_.load(std::memory_order_acquire); }
+  bool is_open() const { return !closed_.load(std::memory_order_acquire) && !broken_.load(std::memory_order_acquire); }
   const Negotiated& negotiated() const { return negotiated_; }
   std::string describe() const { return description_; }
   std::uint64_t id() const { return id_; }
@@ -178,6 +178,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Negotiated negotiated_;
   std::atomic<bool> established_{false};
   std::atomic<bool> closed_{false};
+  std::atomic<bool> broken_{false};  // a write failed: no new sends; fail() is on its way (posted)
   std::string description_;
   std::uint64_t id_;
   std::string close_reason_;  // the peer's CLOSE reason, read only on the read chain
