@@ -401,7 +401,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="smaller counts, for checking the harness")
     parser.add_argument("--json", metavar="PATH", help="also write all results to PATH")
-    parser.add_argument("--only", default="tether,pyro5,rpyc,raw,core",
+    parser.add_argument("--only", default="tether,tether_tls,pyro5,rpyc,raw,core",
                         help="comma-separated subset of tether,pyro5,rpyc,raw,core")
     parser.add_argument("--pin", choices=("split", "same", "none"), default="split",
                         help="split: servers on one CPU, clients on another (default); same: all on one "
