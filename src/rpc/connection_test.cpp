@@ -104,6 +104,32 @@ TEST(Connection, PendingCallsFailWhenThePeerCloses) {
   runtime.stop();
 }
 
+// A write that fails closes the connection for new calls at once, before the io loop has handled
+// the failure: a caller that retries does not write to the dead socket again, and a proxy that
+// checks is_open() reconnects instead.
+TEST(Connection, AFailedWriteClosesTheConnectionForNewCallsAtOnce) {
+  Runtime runtime(1);
+  auto [client, server] = connect_in_memory(runtime, std::make_shared<SilentHandler>());
+  std::promise<void> blocked, release;
+  auto released = release.get_future();
+  asio::post(runtime.executor(), [&] {
+    blocked.set_value();
+    released.wait();  // the only io thread is busy: the client reads nothing meanwhile
+  });
+  blocked.get_future().wait();
+  server->close("going away");  // closes the pipe under the client, which has not read that yet
+  auto first = client->call(request("x"), std::make_shared<WaitingSink>());
+  ASSERT_FALSE(first.ok());
+  EXPECT_EQ(first.error().kind, ErrorKind::disconnected);
+  EXPECT_FALSE(client->is_open());
+  auto second = client->call(request("y"), std::make_shared<WaitingSink>());
+  ASSERT_FALSE(second.ok());
+  EXPECT_NE(second.error().message.find("connection is closed"), std::string::npos) << second.error().message;
+  EXPECT_EQ(client->pending_calls(), 0u);
+  release.set_value();
+  runtime.stop();
+}
+
 // A wrong secret stops the connection in the handshake: nothing can be called.
 TEST(Connection, WrongSecretCannotCall) {
   Runtime runtime(1);
