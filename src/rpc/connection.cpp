@@ -197,6 +197,7 @@ void Connection::handle_frame(wire::Frame&& frame, std::vector<wire::Frame>& req
     case MessageType::error:
       if (id == 0) {
         auto body = wire::unpack_error_body(frame.body_span());
+        std::lock_guard lock(close_reason_mutex_);
         close_reason_ = body.message;
         return;
       }
@@ -222,6 +223,7 @@ void Connection::handle_frame(wire::Frame&& frame, std::vector<wire::Frame>& req
     case MessageType::close: {
       auto handle = wire::unpack_body(frame.body_span());
       const msgpack::object* reason = handle ? wire::map_get(handle->get(), "reason") : nullptr;
+      std::lock_guard lock(close_reason_mutex_);
       close_reason_ = reason && reason->type == msgpack::type::STR
                           ? std::string(reason->via.str.ptr, reason->via.str.size) : "closed";
       return;
@@ -261,7 +263,10 @@ void Connection::forget_pending_locked(std::unordered_map<std::uint64_t, Pending
 
 Result<std::uint64_t> Connection::call(wire::OutFrame&& frame, std::shared_ptr<ReplySink> sink,
                                        std::optional<Clock::time_point> deadline) {
-  if (!is_open()) return Error{ErrorKind::disconnected, "connection is closed" + (close_reason_.empty() ? "" : ": " + close_reason_)};
+  if (!is_open()) {
+    std::lock_guard lock(close_reason_mutex_);
+    return Error{ErrorKind::disconnected, "connection is closed" + (close_reason_.empty() ? "" : ": " + close_reason_)};
+  }
   auto id = next_request_id_.fetch_add(1, std::memory_order_relaxed);
   frame.header.request_id = id;
   bool oneway = frame.header.flags & wire::kOneway;

@@ -181,7 +181,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::atomic<bool> broken_{false};  // a write failed: no new sends; fail() is on its way (posted)
   std::string description_;
   std::uint64_t id_;
-  std::string close_reason_;  // the peer's CLOSE reason, read only on the read chain
+  // The peer's CLOSE reason: written on the read chain, read there and (under the mutex) by callers
+  // of a closed connection, whose call may race with the CLOSE frame arriving.
+  std::string close_reason_;
+  mutable std::mutex close_reason_mutex_;
 
   wire::FrameDecoder decoder_;  // touched only by the read chain
 
