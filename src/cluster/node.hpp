@@ -128,6 +128,7 @@ class Node final : public service::Service {
   void unblocked(service::Call&& call);
   void create_actor(service::Call&& call);
   void place_actor(std::unique_ptr<Actor> actor);
+  Peer* host_for_actor(const Resources& wanted);
   void pack_actor_info(service::ReplyBuilder& reply, const Actor& actor);
   void name_actor(service::Call&& call);
   void unname_actor(service::Call&& call);

@@ -35,12 +35,9 @@ void Node::create_actor(Call&& call) {
   if (!actor->name.empty() && (named_actors_.count(actor->name) || remote_names_.count(actor->name)))
     return call.fail(ErrorKind::failed, "an actor named '" + actor->name + "' exists already", "builtins.ValueError");
   task->kind = Task::Kind::actor_create;
-  Peer* host = nullptr;  // the node it lives on when this one does not have its resources
-  if (!fits_node(task->resources) && !task->from_peer) {
-    for (auto& [node, peer] : peers_)
-      if (usable(*peer) && fits_in(peer->info.resources, task->resources) && (!host || fits_in(peer->info.available, task->resources))) host = peer.get();
-    if (host) actor->hosted_on = host->info.id;
-  }
+  // The node it lives on when this one does not have its resources.
+  Peer* host = fits_node(task->resources) || task->from_peer ? nullptr : host_for_actor(task->resources);
+  if (host) actor->hosted_on = host->info.id;
   if (!fits_node(task->resources) && !host) {
     // Kept as a dead actor, so its calls say why (the creator usually does not wait for this answer).
     std::string why = "it needs " + describe_resources(task->resources) + " but no node has that: " + describe_cluster();
@@ -70,6 +67,14 @@ void Node::create_actor(Call&& call) {
     task->caller->fail(ErrorKind::failed, reply.error().message, "builtins.ValueError");
     task->caller.reset();
   });
+}
+
+// Another node whose resources an actor fits, preferring one with them free now; nullptr if none.
+Node::Peer* Node::host_for_actor(const Resources& wanted) {
+  Peer* host = nullptr;
+  for (auto& [node, peer] : peers_)
+    if (usable(*peer) && fits_in(peer->info.resources, wanted) && (!host || fits_in(peer->info.available, wanted))) host = peer.get();
+  return host;
 }
 
 // The actor is known here from now on; it starts here, or on the node that has its resources

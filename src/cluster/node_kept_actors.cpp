@@ -143,10 +143,7 @@ void Node::restore_waiting_actors() {
   std::vector<std::unique_ptr<Actor>> waiting;
   waiting.swap(waiting_to_restore_);
   for (auto& actor : waiting) {
-    Peer* host = nullptr;
-    if (!fits_node(actor->resources))
-      for (auto& [node, peer] : peers_)
-        if (usable(*peer) && fits_in(peer->info.resources, actor->resources)) host = peer.get();
+    Peer* host = fits_node(actor->resources) ? nullptr : host_for_actor(actor->resources);
     if (!fits_node(actor->resources) && !host) {
       waiting_to_restore_.push_back(std::move(actor));
       continue;
