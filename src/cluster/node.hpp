@@ -120,6 +120,7 @@ class Node final : public service::Service {
                         std::function<void(bool timed_out)> done);
   void drop_client(Client& client);
   bool tasks_producing(const ObjectId& id) const;  // a task not finished returns it
+  void drop_unused_copy(const ObjectId& id);
   void discard_stored_returns(const TaskPtr& task);  // store objects a failed attempt left
 
   // tasks, workers, actors (node_tasks.cpp)
@@ -200,6 +201,9 @@ class Node final : public service::Service {
   void on_forwarded_reply(std::uint32_t node, const TaskPtr& task, Result<service::ReceivedReply> reply);
   void adopt_dep_values(const service::Call& call, const msgpack::object* values, const std::vector<ObjectId>& deps);
   void adopt_foreign(const std::vector<ObjectId>& ids);  // ids other nodes own: ask their owners
+  // A not-yet-ready id we asked its owner for; a task the owner sends us may still produce it.
+  bool awaits_from_owner(const ObjectId& id) const;
+  void produce_here(const ObjectId& id);  // such an id: this node's task makes it, not its owner
   Result<ObjectValue> value_from_entry(const msgpack::object& entry, const BytesOf& bytes_of) const;
   void on_object_freed(const ObjectId& id, const ObjectValue& value);
   bool needs_fetch(const ObjectId& id) const;  // in another node's store and not in ours

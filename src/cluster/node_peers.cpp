@@ -549,6 +549,7 @@ void Node::adopt_foreign(const std::vector<ObjectId>& ids) {
     retained_at_owner_.insert(id);
     send_ids(owner, "retain", {id}, nullptr);
     send_ids(owner, "get", {id}, [this, id, owner](Result<ReceivedReply> reply) {
+      if (!objects_.contains(id)) return;  // a task of ours made it and it is gone already
       Result<ObjectValue> value = reply ? Result<ObjectValue>(Error{}) : Result<ObjectValue>(reply.error());
       if (reply && reply->body().type == msgpack::type::ARRAY && reply->body().via.array.size == 1)
         value = value_from_entry(reply->body().via.array.ptr[0], bytes_in(*reply));
@@ -559,6 +560,16 @@ void Node::adopt_foreign(const std::vector<ObjectId>& ids) {
       objects_.set_ready(id, std::move(*value), {});
     });
   }
+}
+
+bool Node::awaits_from_owner(const ObjectId& id) const { return retained_at_owner_.count(id) && !objects_.is_ready(id); }
+
+// The owner retried the task that makes `id` here (its first node died), so the value will be in
+// our store, where the owner keeps it. Our reference at the owner would keep its entry, and so its
+// reference to ours, alive for ever: we let it go. The owner's late answer to our "get" finds the
+// entry ready and changes nothing.
+void Node::produce_here(const ObjectId& id) {
+  if (retained_at_owner_.erase(id)) send_ids(id.node(), "release", {id}, nullptr);
 }
 
 void Node::on_object_freed(const ObjectId& id, const ObjectValue& value) {

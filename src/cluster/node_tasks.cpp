@@ -109,8 +109,11 @@ Result<Node::TaskPtr> Node::parse_task(Call& call, Client& submitter, bool actor
   task->resources = std::move(*resources);
   if (const auto* retries = service::field(map, "max_retries"); retries && retries->type == msgpack::type::POSITIVE_INTEGER)
     task->max_retries = retries->via.u64;
-  for (const auto& r : task->returns)
-    if (objects_.contains(r)) return Error{ErrorKind::bad_request, "return id " + r.hex() + " is in use"};
+  for (const auto& r : task->returns) {
+    // A node we asked for r may retry its task here after the node that ran it died.
+    bool retried_here = task->from_peer && r.node() == submitter.peer && awaits_from_owner(r);
+    if (objects_.contains(r) && !retried_here) return Error{ErrorKind::bad_request, "return id " + r.hex() + " is in use"};
+  }
   if (tasks_.count(task->id)) return Error{ErrorKind::bad_request, "task id " + task->id.hex() + " is in use"};
   if (task->from_peer) adopt_dep_values(call, service::field(map, "dep_values"), task->deps);
   return task;
@@ -121,6 +124,7 @@ void Node::when_dependencies_ready(const TaskPtr& task, std::function<void()> ne
   adopt_foreign(task->deps);
   adopt_foreign(task->contained);
   for (const auto& r : task->returns) {
+    produce_here(r);
     objects_.add_pending(r);
     objects_.hold(r, task->submitter);
   }
@@ -491,8 +495,10 @@ void Node::finish_task(const TaskPtr& task, const std::vector<ObjectValue>& valu
   // Answer first: the returns may be freed as soon as they are ready if nobody holds them.
   for (std::size_t i = 0; i < task->returns.size(); ++i) {
     auto value = i < values.size() ? values[i] : ObjectValue::failure("WorkerError", task->name + " returned fewer values than num_returns");
-    objects_.pin(task->returns[i]);
-    objects_.set_ready(task->returns[i], std::move(value), contained);  // each return keeps them
+    const auto& r = task->returns[i];
+    bool stored_here = value.kind == ObjectValue::Kind::shared_memory && value.node == 0;
+    objects_.pin(r);
+    if (!objects_.set_ready(r, std::move(value), contained) && stored_here) drop_unused_copy(r);  // each return keeps them
   }
   answer_caller(task);
   for (const auto& r : task->returns) objects_.unpin(r);
@@ -504,6 +510,13 @@ bool Node::tasks_producing(const ObjectId& id) const {
     for (const auto& r : task->returns)
       if (r == id) return true;
   return false;
+}
+
+// A return that was ready before its task ended: a node that retried the task here got its value
+// from elsewhere first. The worker's copy in our store is then nobody's.
+void Node::drop_unused_copy(const ObjectId& id) {
+  const auto* kept = objects_.value(id);
+  if (!kept || kept->kind != ObjectValue::Kind::shared_memory || kept->node != 0) store_.remove(id);
 }
 
 void Node::discard_stored_returns(const TaskPtr& task) {

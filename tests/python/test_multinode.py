@@ -108,6 +108,16 @@ def head_uri() -> str:
     return launcher.unix_uri(cluster_state.info()["node_socket"])
 
 
+def objects_of(node) -> int:
+    """How many objects the node's daemon has in its table."""
+    client = ClusterClient(f"tether://{node.info['address']}/node", cluster_state.info()["secret"].encode())
+    client.hello()
+    try:
+        return client.call("status")["objects"]["count"]
+    finally:
+        client.close()
+
+
 # ---- the directory ----
 
 
@@ -182,20 +192,12 @@ def test_ref_to_object_put_on_other_node_outlives_its_task(two_nodes):
 
 def test_objects_of_other_nodes_are_freed_when_unreferenced(two_nodes):
     """Returns kept in node 2's store for the head are released when the driver drops them."""
-    def node2_objects():
-        client = ClusterClient(f"tether://{two_nodes.info['address']}/node", cluster_state.info()["secret"].encode())
-        client.hello()
-        try:
-            return client.call("status")["objects"]["count"]
-        finally:
-            client.close()
-
-    before = node2_objects()
+    before = objects_of(two_nodes)
     refs = [make_array.remote(200_000) for _ in range(5)]
     tether.get(refs, timeout=TIMEOUT)
-    assert node2_objects() >= 5
+    assert objects_of(two_nodes) >= 5
     del refs
-    assert eventually(lambda: node2_objects() <= before), "node 2 kept objects nobody references"
+    assert eventually(lambda: objects_of(two_nodes) <= before), "node 2 kept objects nobody references"
 
 
 # ---- actors ----
@@ -257,6 +259,51 @@ def test_killed_node_tasks_are_retried_and_its_objects_are_lost(two_nodes, gates
     finally:
         doomed.stop()
     assert not [name for name in os.listdir("/dev/shm") if name.startswith(f"tether-{doomed.info['session']}-")]
+
+
+@tether.remote(resources={"pair": 1}, max_retries=2)
+def filled_after(gate, started, n):
+    """Runs on a node with "pair"; returns n threes once `gate` exists."""
+    Path(started).write_text(os.environ["TETHER_NODE_URI"])
+    deadline = time.monotonic() + TIMEOUT
+    while not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return np.full(n, 3.0)
+
+
+@tether.remote(resources={"reader": 1})
+def total_of_first(refs, started):
+    Path(started).write_text(os.environ["TETHER_NODE_URI"])
+    return float(tether.get(refs[0], timeout=TIMEOUT).sum())
+
+
+def test_task_retried_onto_a_node_that_waits_for_its_result_runs_there(two_nodes, gates, tmp_path):
+    """A task's node is killed and the only node left with room already waits for the task's
+    return (a task there holds a ref to it): the retry runs there, fills that node's wait, and
+    the node frees the object once nobody holds it."""
+    doomed = Node(1, {"pair": 1})
+    reader = None
+    try:
+        gate, first_start = gates(), tmp_path / "first"
+        ref = filled_after.remote(gate, str(first_start), 300_000)
+        assert eventually(lambda: first_start.exists() and first_start.read_text()), "the task never started"
+        assert first_start.read_text() == doomed.uri_of_its_workers()
+        reader = Node(2, {"pair": 1, "reader": 1})
+        reader_start = tmp_path / "reader"
+        summed = total_of_first.remote([ref], str(reader_start))  # the ref inside a list: no wait for it
+        assert eventually(lambda: reader_start.exists()), "the reading task never started"
+        doomed.kill()
+        assert eventually(lambda: doomed.id not in {n["node_id"] for n in tether.nodes()})
+        Path(gate).touch()
+        assert tether.get(summed, timeout=TIMEOUT) == 900_000.0
+        assert float(tether.get(ref, timeout=TIMEOUT).sum()) == 900_000.0
+        assert first_start.read_text() == reader.uri_of_its_workers()
+        del ref, summed
+        assert eventually(lambda: objects_of(reader) == 0), "the node kept the retried task's return"
+    finally:
+        doomed.stop()
+        if reader:
+            reader.stop()
 
 
 # ---- actors placed by their resources, and names across nodes ----
