@@ -15,7 +15,8 @@ def expose(target):
 
 
 def oneway(method):
-    """Marks a method whose caller does not wait for it (no reply is sent)."""
+    """Marks a method whose caller does not wait for it (no reply is sent). An exception it raises
+    goes to the server process's sys.unraisablehook, which is given the method."""
     setattr(method, _ONEWAY, True)
     return method
 

@@ -409,22 +409,23 @@ void Dispatcher::dispatch(const std::shared_ptr<rpc::Connection>& connection, wi
     }
   }
   PyObject* result = nullptr;
+  PyObject* bound = nullptr;
   if (instance) {
-    PyObject* bound = object_name[0] == '#' && method == "__call__" ? Py_NewRef(instance) : PyObject_GetAttrString(instance, method.c_str());
+    bound = object_name[0] == '#' && method == "__call__" ? Py_NewRef(instance) : PyObject_GetAttrString(instance, method.c_str());
     if (bound) result = PyObject_Call(bound, args, kwargs);
-    Py_XDECREF(bound);
     Py_DECREF(instance);
   }
   Py_DECREF(args);
   Py_DECREF(request);
   auto encoding = frame.header.encoding;
-  if (!result) {
-    if (oneway) {
-      PyErr_WriteUnraisable(nullptr);
-      return;
-    }
-    return send_current_exception(*connection, id, ErrorKind::failed);
+  if (!result && oneway) {
+    // Nobody waits for the answer: the server's sys.unraisablehook gets the error, naming the method.
+    PyErr_WriteUnraisable(bound);
+    Py_XDECREF(bound);
+    return;
   }
+  Py_XDECREF(bound);
+  if (!result) return send_current_exception(*connection, id, ErrorKind::failed);
   if (oneway) {
     Py_DECREF(result);
     return;

@@ -3,6 +3,7 @@
 import asyncio
 import concurrent.futures
 import socket
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -213,12 +214,26 @@ def test_oneway_method_runs_on_the_server(service, make_proxy):
     assert obj.notes == ["remember me"]
 
 
-def test_oneway_errors_are_not_reported_and_the_proxy_keeps_working(service, make_proxy):
-    """A oneway call has no reply, so a remote exception is silently dropped."""
+def test_oneway_errors_reach_the_servers_unraisablehook_not_the_caller(service, make_proxy):
+    """A oneway call has no reply, so the caller never sees its exception; the server reports it
+    to its sys.unraisablehook, naming the method."""
     _, uri = service
-    proxy = make_proxy(uri)
-    assert proxy.failing_note() is None
-    assert proxy.hello("after") == "hello after"
+    reported = []
+    seen = threading.Event()
+
+    def hook(report):
+        reported.append((report.exc_type, str(report.exc_value), report.object))
+        seen.set()
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "unraisablehook", hook)
+        proxy = make_proxy(uri)
+        assert proxy.failing_note() is None
+        assert proxy.hello("after") == "hello after"
+        assert seen.wait(30), "the server did not report the oneway call's exception"
+    [(exc_type, message, where)] = reported
+    assert exc_type is ValueError and message == "nobody hears this"
+    assert where.__name__ == "failing_note"
 
 
 def free_port():
