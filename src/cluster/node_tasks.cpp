@@ -498,7 +498,8 @@ void Node::finish_task(const TaskPtr& task, const std::vector<ObjectValue>& valu
     const auto& r = task->returns[i];
     bool stored_here = value.kind == ObjectValue::Kind::shared_memory && value.node == 0;
     objects_.pin(r);
-    if (!objects_.set_ready(r, std::move(value), contained) && stored_here) drop_unused_copy(r);  // each return keeps them
+    // Each return keeps the contained objects alive.
+    if (!objects_.set_ready(r, std::move(value), contained) && stored_here) drop_unused_copy(r);
   }
   answer_caller(task);
   for (const auto& r : task->returns) objects_.unpin(r);
